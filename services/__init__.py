@@ -1,0 +1,1 @@
+"""wattserve services: the inference service, the model registry and (later) sensor exporters."""

@@ -1,0 +1,1 @@
+"""The inference service: one FastAPI contract over every runtime engine and execution provider."""

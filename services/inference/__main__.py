@@ -1,0 +1,91 @@
+"""``python -m services.inference --config CONFIG --model MODEL``: serve one configuration.
+
+Every option has an environment-variable equivalent (``WATTSERVE_<OPTION>``) for containers.
+Bad configurations fail here, before anything loads, with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from services.inference.configs import CONFIGS, UNSUPPORTED, ConfigError, ServingConfig, require_cuda
+from services.inference.engines import EngineSettings
+from services.models.cache import cache_root
+from services.models.resolve import ModelError, resolve
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def env(name: str, default=None):
+    return os.environ.get(f"WATTSERVE_{name}", default)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m services.inference",
+        description="Serve one code model under one serving configuration (engine-provider) over HTTP.",
+        epilog=f"configurations: {', '.join(CONFIGS)} (not: {', '.join(UNSUPPORTED)}). "
+        "Models: tiny, shape:<hf id>, a registry name, a Hugging Face id or a local folder.",
+    )
+    p.add_argument("--config", default=env("CONFIG"), required=env("CONFIG") is None,
+                   help="engine-provider, e.g. onnx-cpu [WATTSERVE_CONFIG]")
+    p.add_argument("--model", default=env("MODEL"), required=env("MODEL") is None,
+                   help="model to serve [WATTSERVE_MODEL]")
+    p.add_argument("--revision", default=env("REVISION"), help="hub revision [WATTSERVE_REVISION]")
+    p.add_argument("--host", default=env("HOST", "127.0.0.1"), help="bind address (default 127.0.0.1) [WATTSERVE_HOST]")
+    p.add_argument("--port", type=int, default=int(env("PORT", 8000)), help="port (default 8000) [WATTSERVE_PORT]")
+    p.add_argument("--threads", type=int, default=int(env("THREADS", default_threads())),
+                   help="CPU threads for every engine (default: all cores) [WATTSERVE_THREADS]")
+    p.add_argument("--precision", default=env("PRECISION", "fp32"), help="inference precision (fp32) [WATTSERVE_PRECISION]")
+    p.add_argument("--warmup", type=int, default=int(env("WARMUP_REQUESTS", 2)),
+                   help="warm-up generations before /ready says 200 [WATTSERVE_WARMUP_REQUESTS]")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   default=env("TRUST_REMOTE_CODE", "0").lower() in ("1", "true", "yes"),
+                   help="allow a model's own Python code to run (off by default) [WATTSERVE_TRUST_REMOTE_CODE]")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = ServingConfig.parse(args.config)
+        if config.provider == "cuda":
+            require_cuda()
+        model = resolve(args.model, revision=args.revision, trust_remote_code=args.trust_remote_code, build=False)
+        settings = EngineSettings(threads=args.threads, precision=args.precision, cache_dir=cache_root())
+    except (ConfigError, ModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from services.inference.app import create_app
+    from services.inference.service import InferenceService
+
+    failed = []
+    server: uvicorn.Server | None = None
+
+    def on_load_failure() -> None:
+        failed.append(True)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(InferenceService(config, model, settings, warmup=args.warmup), on_load_failure)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           access_log=False))
+    server.run()
+    if failed:
+        print(f"error: could not load {args.model} with {config.name}; see the log above", file=sys.stderr)
+        return 1
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

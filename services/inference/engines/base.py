@@ -1,0 +1,129 @@
+"""The one interface every runtime engine implements: prepare, load, generate, describe.
+
+Tokenization lives outside the engines (one tokenizer, the same ids for everyone), so an engine
+only maps prompt token ids to greedily generated token ids. Same work everywhere: greedy, batch 1,
+the attention mask passed, KV cache on wherever the engine supports it.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.inference.configs import ServingConfig
+from services.models.resolve import ModelSpec
+
+PRECISIONS = ("fp32",)
+
+
+class EngineError(RuntimeError):
+    """An engine cannot prepare or load a model (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Settings applied identically to every engine, and recorded with every run."""
+
+    threads: int
+    precision: str = "fp32"
+    cache_dir: Path = field(default_factory=lambda: Path(".cache"))
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} not supported; choose from {PRECISIONS}")
+
+
+class Engine(abc.ABC):
+    """A model loaded by one runtime engine on one execution provider."""
+
+    #: registry name, the ``<engine>`` part of a configuration
+    name: str = ""
+    #: whether this engine keeps a KV cache between decoding steps
+    kv_cache: bool = True
+
+    def __init__(self, model: ModelSpec, config: ServingConfig, settings: EngineSettings):
+        self.model = model
+        self.config = config
+        self.settings = settings
+        self.artifact_dir: Path | None = None
+
+    # -- preparation (export), cached; never timed as inference ---------------------------------
+    def artifact_key(self) -> str:
+        """A key that changes whenever the artifact would: model, engine, precision, versions."""
+        parts = {
+            "model": self.model.identity,
+            "engine": self.name,
+            "precision": self.settings.precision,
+            "device": self.config.device,
+            "versions": self.library_versions(),
+        }
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{self.name}-{self.settings.precision}-{digest}"
+
+    def artifact_path(self) -> Path:
+        return self.settings.cache_dir / "artifacts" / self.model.slug / self.artifact_key()
+
+    def prepare(self, progress=print) -> Path | None:
+        """Build the engine's artifact into the cache if missing; return its folder (or None)."""
+        return None
+
+    # -- serving ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the (prepared) model onto the configuration's device."""
+
+    @abc.abstractmethod
+    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0) -> list[int]:
+        """Greedy-decode up to ``max_new_tokens`` new ids; EOS is blocked before ``min_new_tokens``."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": self.name,
+            "provider": self.config.provider,
+            "device": self.config.device,
+            "precision": self.settings.precision,
+            "kv_cache": self.kv_cache,
+            "threads": self.settings.threads,
+            "artifact": str(self.artifact_dir) if self.artifact_dir else None,
+            "versions": self.library_versions(),
+        }
+
+    def library_versions(self) -> dict[str, str]:
+        import torch
+        import transformers
+
+        return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def greedy_generation_config(model, max_new_tokens: int, min_new_tokens: int):
+    """A clean greedy GenerationConfig: the same for every HF-backed engine.
+
+    A model's shipped generation config (temperature, repetition penalty, …) is not inherited,
+    so engines cannot differ by what their wrappers copy from it.
+    """
+    from transformers import GenerationConfig
+
+    eos = model.config.eos_token_id
+    pad = getattr(model.config, "pad_token_id", None)
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=pad if pad is not None else (eos[0] if isinstance(eos, list) else eos),
+        use_cache=True,
+    )
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+

@@ -1,0 +1,88 @@
+"""ov: OpenVINO through optimum-intel's OVModelForCausalLM, exported with a KV cache.
+
+OpenVINO on CPU may pick bf16/f16 inference where the CPU has it, which changes greedy outputs;
+the precision is an explicit setting (fp32 by default → ``INFERENCE_PRECISION_HINT=f32``) and is
+recorded. The study's package exported most models without a KV cache; here it is always on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.inference.engines.base import Engine, EngineError, greedy_generation_config
+
+PRECISION_HINTS = {"fp32": "f32"}
+
+
+class OpenVinoEngine(Engine):
+    name = "ov"
+
+    def library_versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        import openvino
+
+        return {
+            **super().library_versions(),
+            "openvino": openvino.__version__,
+            "optimum-intel": version("optimum-intel"),
+        }
+
+    def ov_config(self) -> dict[str, str]:
+        return {
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.settings.precision],
+            "INFERENCE_NUM_THREADS": str(self.settings.threads),
+            "PERFORMANCE_HINT": "LATENCY",
+            "CACHE_DIR": "",
+        }
+
+    def prepare(self, progress=print) -> Path:
+        from services.models.cache import build_once, is_complete
+
+        target = self.artifact_path()
+        if not is_complete(target):
+            progress(f"exporting {self.model.name} to OpenVINO IR (with KV cache) into {target}")
+
+        def export(tmp: Path) -> None:
+            from optimum.intel import OVModelForCausalLM
+            from transformers import AutoTokenizer
+
+            model = OVModelForCausalLM.from_pretrained(
+                self.model.load_source, export=True, use_cache=True, compile=False,
+                load_in_8bit=False,  # optimum-intel compresses >1B models to int8 unless told not to
+                trust_remote_code=self.model.trust_remote_code,
+            )
+            model.save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(self.model.load_source).save_pretrained(tmp)
+
+        return build_once(target, export)
+
+    def load(self) -> None:
+        from optimum.intel import OVModelForCausalLM
+
+        if self.config.provider != "cpu":
+            raise EngineError("OpenVINO is served on CPU only here (ov-cuda does not exist)")
+        self.artifact_dir = self.prepare()
+        self.model_obj = OVModelForCausalLM.from_pretrained(
+            self.artifact_dir, device="CPU", use_cache=True, ov_config=self.ov_config(), compile=True,
+        )
+        if not self.model_obj.use_cache:
+            raise EngineError("the OpenVINO export has no KV cache; delete the artifact and prepare again")
+        actual = self.model_obj.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+        # what OpenVINO actually compiled with, not what was asked for
+        self.runtime_precision = actual.to_string() if hasattr(actual, "to_string") else str(actual)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "ov_config": self.ov_config(),
+                "runtime_precision": getattr(self, "runtime_precision", None)}
+
+    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0) -> list[int]:
+        import torch
+
+        ids = torch.tensor([input_ids], dtype=torch.long)
+        out = self.model_obj.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            generation_config=greedy_generation_config(self.model_obj, max_new_tokens, min_new_tokens),
+        )
+        return out[0, len(input_ids):].tolist()

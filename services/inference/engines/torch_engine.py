@@ -1,0 +1,38 @@
+"""torch: transformers AutoModelForCausalLM in eager PyTorch — the reference every engine is compared to."""
+
+from __future__ import annotations
+
+from services.inference.engines.base import Engine, greedy_generation_config
+
+
+class TorchEngine(Engine):
+    name = "torch"
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(self.settings.threads)
+        self.model_obj = (
+            AutoModelForCausalLM.from_pretrained(
+                self.model.load_source,
+                revision=None if self.model.path else self.model.revision,
+                torch_dtype=torch.float32,
+                trust_remote_code=self.model.trust_remote_code,
+                use_safetensors=None,
+            )
+            .to(self.config.device)
+            .eval()
+        )
+
+    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0) -> list[int]:
+        import torch
+
+        ids = torch.tensor([input_ids], dtype=torch.long, device=self.config.device)
+        with torch.inference_mode():
+            out = self.model_obj.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                generation_config=greedy_generation_config(self.model_obj, max_new_tokens, min_new_tokens),
+            )
+        return out[0, len(input_ids):].tolist()

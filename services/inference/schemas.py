@@ -1,0 +1,72 @@
+"""Request and response bodies of the inference service (the contract tests pin)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+DEFAULT_MAX_LENGTH = 128  # the study's max_length, counting the prompt
+
+
+class GenerateRequest(BaseModel):
+    """Greedy generation. Give ``max_new_tokens`` or ``max_length`` (prompt included), not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: StrictStr = Field(min_length=1, description="text to continue; must not be empty")
+    max_new_tokens: StrictInt | None = Field(default=None, ge=1, description="new tokens at most")
+    max_length: StrictInt | None = Field(
+        default=None, ge=1, description=f"prompt + new tokens at most (default {DEFAULT_MAX_LENGTH})"
+    )
+    ignore_eos: StrictBool = Field(default=False, description="keep generating past end-of-sequence")
+
+
+class GenerateResponse(BaseModel):
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: float = Field(description="epoch seconds, UTC")
+    finished_at: float = Field(description="epoch seconds, UTC")
+    latency_s: float
+    config: str
+    model: str
+
+
+class CompletionRequest(BaseModel):
+    """The OpenAI ``/v1/completions`` subset this service honours: greedy, one prompt, no stream.
+
+    Other OpenAI fields are accepted and ignored so standard clients work.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: StrictStr = Field(min_length=1)
+    model: StrictStr | None = None
+    max_tokens: StrictInt = Field(default=16, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
+    n: Literal[1] = 1
+    stream: Literal[False] = False
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int = 0
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage

@@ -1,0 +1,176 @@
+"""The inference service without HTTP: one configuration, one model, one tokenizer, one lock.
+
+Tokenization is shared by every engine (the same ids for everyone); the engine only maps prompt
+ids to greedily generated ids. Requests are serialized: batch 1, as the study served, and no
+engine's state can mix two requests' outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from services.inference.configs import ServingConfig
+from services.inference.engines import Engine, EngineSettings, engine_class
+from services.inference.schemas import DEFAULT_MAX_LENGTH
+from services.models.resolve import ModelSpec, materialize
+
+log = logging.getLogger("wattserve.inference")
+
+WARMUP_PROMPT = "def add(a, b):\n    return"
+CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "seq_length", "max_sequence_length", "n_ctx")
+
+
+class InvalidRequest(ValueError):
+    """A request the service refuses (HTTP 422), with a message that says what is wrong."""
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: float
+    finished_at: float
+    hit_eos: bool
+
+    @property
+    def latency_s(self) -> float:
+        return self.finished_at - self.started_at
+
+
+def context_length(config) -> int:
+    for key in CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+class InferenceService:
+    def __init__(self, config: ServingConfig, model: ModelSpec, settings: EngineSettings, warmup: int = 2):
+        self.config = config
+        self.model = model
+        self.settings = settings
+        self.warmup = warmup
+        self.state = "starting"  # starting → loading → ready | failed
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self.engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Fetch/build, prepare and load the model, then warm it up. Blocking; sets ``state``."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.state = "loading"
+        t0 = time.time()
+        try:
+            self.model = materialize(self.model, progress=log.info)
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                self.model.load_source, trust_remote_code=self.model.trust_remote_code
+            )
+            hf_config = AutoConfig.from_pretrained(
+                self.model.load_source, trust_remote_code=self.model.trust_remote_code
+            )
+            self.context = context_length(hf_config)
+            eos = hf_config.eos_token_id
+            self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+            self.engine = engine_class(self.config.engine)(self.model, self.config, self.settings)
+            self.engine.prepare(progress=log.info)
+            t_load = time.time()
+            self.engine.load()
+            self.load_seconds = time.time() - t_load
+            ids = self.tokenizer(WARMUP_PROMPT)["input_ids"]
+            for _ in range(self.warmup):
+                self.engine.generate(ids, 8, 8)
+        except Exception as exc:
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("loading %s with %s failed: %s", self.model.name, self.config.name, self.error)
+            raise
+        self.state = "ready"
+        log.info("%s ready with %s in %.1fs (engine load %.1fs)", self.model.name, self.config.name,
+                 time.time() - t0, self.load_seconds)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    # -- requests ---------------------------------------------------------------------------------
+    def limits(self, prompt_tokens: int, max_new_tokens: int | None, max_length: int | None) -> int:
+        """Resolve the generation limit to a number of new tokens, refusing what cannot be served."""
+        if prompt_tokens >= self.context:
+            raise InvalidRequest(
+                f"prompt is {prompt_tokens} tokens; the model's context is {self.context} tokens"
+            )
+        room = self.context - prompt_tokens
+        if max_new_tokens is not None and max_length is not None:
+            raise InvalidRequest("give max_new_tokens or max_length, not both")
+        if max_new_tokens is not None:
+            if max_new_tokens > room:
+                raise InvalidRequest(
+                    f"max_new_tokens={max_new_tokens} does not fit: prompt {prompt_tokens} tokens + "
+                    f"{max_new_tokens} > context {self.context}; at most {room}"
+                )
+            return max_new_tokens
+        max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
+        if max_length > self.context:
+            raise InvalidRequest(f"max_length={max_length} exceeds the model's context ({self.context})")
+        if max_length <= prompt_tokens:
+            raise InvalidRequest(
+                f"max_length={max_length} counts the prompt, which is already {prompt_tokens} tokens; "
+                "raise max_length or use max_new_tokens"
+            )
+        return max_length - prompt_tokens
+
+    def generate(self, prompt: str, max_new_tokens: int | None = None, max_length: int | None = None,
+                 ignore_eos: bool = False) -> Generation:
+        if not self.ready or self.engine is None:
+            raise RuntimeError(f"service not ready ({self.state})")
+        if not prompt.strip():
+            raise InvalidRequest("prompt is empty or only whitespace")
+        if len(prompt) > self.context * 64:  # no tokenizer yields < 1 token per 64 chars: too long
+            raise InvalidRequest(f"prompt is {len(prompt)} characters, far longer than the model's context")
+        ids = self.tokenizer(prompt)["input_ids"]
+        if not ids:
+            raise InvalidRequest("prompt tokenizes to no tokens")
+        new = self.limits(len(ids), max_new_tokens, max_length)
+        with self._lock:
+            started = time.time()
+            out = self.engine.generate(ids, new, new if ignore_eos else 0)
+            finished = time.time()
+        return Generation(
+            text=self.tokenizer.decode(out, skip_special_tokens=True),
+            token_ids=out,
+            prompt_tokens=len(ids),
+            completion_tokens=len(out),
+            started_at=started,
+            finished_at=finished,
+            hit_eos=bool(out) and out[-1] in self.eos_ids and not ignore_eos,
+        )
+
+    def info(self) -> dict:
+        import platform
+
+        engine = self.engine.describe() if self.engine else {}
+        return {
+            "config": self.config.name,
+            "engine": self.config.engine,
+            "provider": self.config.provider,
+            "device": self.config.device,
+            "state": self.state,
+            "error": self.error,
+            "model": self.model.describe(),
+            "dtype": self.settings.precision,
+            "precision": self.settings.precision,
+            "kv_cache": engine.get("kv_cache"),
+            "threads": self.settings.threads,
+            "context_length": getattr(self, "context", None),
+            "load_seconds": self.load_seconds,
+            "engine_details": engine,
+            "versions": {"python": platform.python_version(), **engine.get("versions", {})},
+        }

@@ -1,0 +1,1 @@
+"""Models: the study's registry, locally built stand-ins (``tiny``, ``shape:…``) and resolution."""
