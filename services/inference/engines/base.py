@@ -117,6 +117,7 @@ def greedy_generation_config(model, max_new_tokens: int, min_new_tokens: int):
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
         eos_token_id=eos,
+        bos_token_id=getattr(model.config, "bos_token_id", None),
         pad_token_id=pad if pad is not None else (eos[0] if isinstance(eos, list) else eos),
         use_cache=True,
     )

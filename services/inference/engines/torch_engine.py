@@ -17,7 +17,7 @@ class TorchEngine(Engine):
             AutoModelForCausalLM.from_pretrained(
                 self.model.load_source,
                 revision=None if self.model.path else self.model.revision,
-                torch_dtype=torch.float32,
+                dtype=torch.float32,
                 trust_remote_code=self.model.trust_remote_code,
                 use_safetensors=None,
             )

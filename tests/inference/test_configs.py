@@ -1,0 +1,34 @@
+import pytest
+
+from services.inference.configs import CONFIGS, ConfigError, ServingConfig, expand
+
+
+def test_the_seven_study_configurations():
+    assert set(CONFIGS) == {"torch-cpu", "torch-cuda", "onnx-cpu", "onnx-cuda", "ov-cpu", "jit-cpu", "jit-cuda"}
+
+
+def test_parse_splits_engine_and_provider():
+    cfg = ServingConfig.parse("onnx-cuda")
+    assert (cfg.engine, cfg.provider, cfg.device, cfg.name) == ("onnx", "cuda", "cuda", "onnx-cuda")
+
+
+def test_ov_cuda_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="OpenVINO has no CUDA"):
+        ServingConfig.parse("ov-cuda")
+
+
+def test_unknown_config_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        ServingConfig.parse("tensorrt-cpu")
+    assert all(c in str(err.value) for c in CONFIGS)
+
+
+def test_expand_groups_and_lists():
+    assert expand("cpu") == ["torch-cpu", "onnx-cpu", "ov-cpu", "jit-cpu"]
+    assert expand("cuda") == ["torch-cuda", "onnx-cuda", "jit-cuda"]
+    assert expand("onnx-cpu, torch-cpu,onnx-cpu") == ["onnx-cpu", "torch-cpu"]
+    assert len(expand("all")) == 7
+    with pytest.raises(ConfigError):
+        expand(" , ")
+    with pytest.raises(ConfigError, match="not supported"):
+        expand("cpu,ov-cuda")
