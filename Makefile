@@ -4,7 +4,10 @@
 #   make models     MODEL=… CONFIG=…                 prepare (export) model artifacts ahead of time
 #   make serve      CONFIG=onnx-cpu MODEL=tiny       serve one configuration on 127.0.0.1:8000
 #   make equivalence MODEL=tiny CONFIG=cpu           compare every engine's tokens with torch
+#   make analyze    [RESULTS=results] [TABLE=x.csv] [OUT=dir] [TIMESERIES=run-id]   tables, tests, figures, report
 #   make benchmark-serving                           per-engine latency / HTTP overhead table
+#   make benchmark-analysis                          times `make analyze` on a study-scale synthetic tree
+#   make overhead                                    CPU share of the local exporters + sampler
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +19,7 @@ CONFIG ?= cpu
 MODEL ?= tiny
 export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER
 
-.PHONY: venv test bench models serve equivalence benchmark-serving clean-venv
+.PHONY: venv test bench models serve equivalence analyze benchmark-serving benchmark-analysis overhead clean-venv
 
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +39,17 @@ serve: $(STAMP)
 
 equivalence: $(STAMP)
 	$(PY) -m services.inference.equivalence --model "$(MODEL)" --configs "$(CONFIG)"
+
+analyze: $(STAMP)
+	$(PY) -m analysis $(if $(TABLE),--table "$(TABLE)") \
+	  $(if $(or $(RESULTS),$(if $(TABLE),,x)),--results "$(or $(RESULTS),results)") \
+	  $(if $(OUT),--out "$(OUT)") $(if $(TIMESERIES),--timeseries "$(TIMESERIES)")
+
+benchmark-analysis: $(STAMP)
+	$(PY) benchmarks/analysis_scale.py
+
+overhead: $(STAMP)
+	$(PY) -m services.exporters.overhead --seconds 30
 
 benchmark-serving: $(STAMP)
 	$(PY) benchmarks/serving.py

@@ -94,7 +94,7 @@ RUN_COLUMNS = (
        "dynamic_energy_cpu_j", "dynamic_energy_gpu_j", "dynamic_energy_wall_j", "dynamic_energy_global_j",
        "idle_share", "energy_global_parts"]
     + [f"energy_{d}_{k}" for d in ENERGY_DOMAINS for k in ("source", "estimated", "method", "complete")]
-    + ["output_match_rate", "output_reference", "flags"]
+    + ["output_match_rate", "output_reference", "energy_notes", "flags"]
 )
 
 

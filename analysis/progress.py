@@ -7,7 +7,8 @@ import time
 
 
 class _Lines:
-    """Prints ``desc: n/total`` at about every 10 % (for logs and CI, where a bar is noise)."""
+    """Prints ``desc: n/total`` at about every 10 % once a step has taken a second (for logs and CI,
+    where a bar is noise)."""
 
     def __init__(self, total: int, desc: str, quiet: bool):
         self.total, self.desc, self.quiet, self.n = total, desc, quiet, 0
@@ -18,8 +19,9 @@ class _Lines:
         if self.quiet or not self.total:
             return
         pct = 100 * self.n // self.total
-        if pct >= self.next_pct:
-            print(f"{self.desc}: {self.n}/{self.total} ({time.monotonic() - self.t0:.0f} s)", file=sys.stderr, flush=True)
+        if pct >= self.next_pct and (time.monotonic() - self.t0 >= 1.0 or self.n == self.total and self.next_pct > 10):
+            elapsed = time.monotonic() - self.t0
+            print(f"{self.desc}: {self.n}/{self.total} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
             self.next_pct = pct // 10 * 10 + 10
 
     def close(self) -> None:

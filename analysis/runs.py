@@ -10,6 +10,7 @@ torch-cuda for ``*-cuda``).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -52,7 +53,7 @@ class RunRecord:
 
     row: dict
     digests: dict[int, bytes | None] = field(default_factory=dict)
-    prompts_sha: str | None = None
+    work: str | None = None  # prompt set + generation limits: runs compared for equivalence must share it
     warnings: list[str] = field(default_factory=list)
 
 
@@ -164,32 +165,30 @@ def _weighted_idle(E, series, phases: dict) -> dict[str, float | None]:
     return {d: sum(w * s for w, s in v) / sum(s for _, s in v) for d, v in acc.items() if v}
 
 
-def _has_domain_data(series: pd.DataFrame, domain: str) -> bool:
-    """Whether the series holds any energy/power sample of a domain (i.e. a sensor exists for it)."""
-    metric = series["metric"].astype(str)
-    energyish = metric.str.endswith("_joules_total") | metric.str.endswith("_watts")
-    if not energyish.any():
-        return False
-    sub = series.loc[energyish]
-    by_label = sub["labels"].map(lambda l: isinstance(l, dict) and l.get("domain") == domain)
-    return bool(by_label.any() or sub["metric"].astype(str).str.contains(f"_{domain}_").any())
-
-
 def energy_columns(E, series: pd.DataFrame, manifest: dict, row: dict) -> None:
     phases = manifest["phases"]
     t0, t1 = float(phases["inference"]["start"]), float(phases["inference"]["end"])
     time_s = row["time_s"]
     readings = E.window_energy(series, t0, t1) or {}
+    # A host that lists no GPU (run.json host.gpus == []) has no GPU energy to measure: global energy is
+    # CPU alone there (said so in the flags). Anywhere else a GPU reading without value is missing.
+    gpus = (manifest.get("host") or {}).get("gpus")
+    no_gpu_host = isinstance(gpus, list) and not gpus
+    notes = []
     for dom in ENERGY_DOMAINS:
         r = readings.get(dom)
         if r is None:
             continue
         joules = _num(r.joules)
+        if dom == "gpu" and joules is None and no_gpu_host:
+            continue
         row[f"energy_{dom}_j"] = joules
         row[f"energy_{dom}_source"] = r.source
         row[f"energy_{dom}_estimated"] = bool(r.estimated)
         row[f"energy_{dom}_method"] = r.method
         row[f"energy_{dom}_complete"] = bool(r.complete)
+        if getattr(r, "note", ""):
+            notes.append(f"{dom}: {r.note}")
         if joules is None:
             row["flags"].append(f"missing:{dom}")
         else:
@@ -197,15 +196,18 @@ def energy_columns(E, series: pd.DataFrame, manifest: dict, row: dict) -> None:
                 row["flags"].append(f"estimated:{dom}")
             if not r.complete:
                 row["flags"].append(f"incomplete:{dom}")
+    row["energy_notes"] = "; ".join(notes) or None
 
-    # Global = CPU + GPU, as the study. A host with no GPU sensor at all gives CPU alone (said so);
-    # a GPU sensor that exists but has no reading in the window makes global missing, never CPU-only.
+    # Global = CPU + GPU, as the study. CPU alone only where the host has no GPU (host.gpus == []) or,
+    # when run.json does not say, where no GPU sensor ran at all; otherwise a GPU without value = missing.
     cpu, gpu = row.get("energy_cpu_j"), row.get("energy_gpu_j")
     if cpu is not None and gpu is not None:
         row["energy_global_j"], row["energy_global_parts"] = cpu + gpu, "cpu+gpu"
-    elif cpu is not None and readings.get("gpu") is None and not _has_domain_data(series, "gpu"):
+    elif cpu is not None and (no_gpu_host or (gpus is None and "gpu" not in readings)):
         row["energy_global_j"], row["energy_global_parts"] = cpu, "cpu"
         row["flags"].append("global=cpu-only")
+    elif cpu is not None and "gpu" not in readings:
+        row["flags"].append("missing:gpu")  # the host has a GPU but no GPU sensor ran
 
     idle = _weighted_idle(E, series, phases)
     for dom in ("cpu", "gpu", "wall"):
@@ -255,7 +257,10 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
         "time_s": float(phases["inference"]["end"]) - float(phases["inference"]["start"]),
         "flags": [],
     }
-    record = RunRecord(row=row, prompts_sha=(manifest.get("prompts") or {}).get("sha256"))
+    gen = manifest.get("generation") or {}
+    work = json.dumps([(manifest.get("prompts") or {}).get("sha256"),
+                       *(gen.get(k) for k in ("greedy", "max_length", "max_new_tokens", "ignore_eos"))])
+    record = RunRecord(row=row, work=work)
     try:
         read_requests(folder, row, record)
     except Exception as e:  # a damaged requests.csv must not stop the analysis of 839 other runs
@@ -285,33 +290,30 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
     return record
 
 
-def _read_run_safe(folder: Path, manifest: dict) -> RunRecord:
-    return read_run(folder, manifest)
-
-
 # ---------------------------------------------------------------- output equivalence
 
 def output_match(records: list[RunRecord]) -> dict[str, list[str]]:
     """Set ``output_match_rate`` on every row: the share of the reference run's answered prompts whose
     token ids this run reproduced exactly. Reference = the lowest-rep run of torch-<provider> of the same
-    model and prompt set. Returns the notes for the report (models/configs with no reference)."""
-    notes: dict[str, list[str]] = {"no_reference": [], "prompt_set_differs": []}
+    model, prompt set and generation limits (greedy, max_length, max_new_tokens, ignore_eos). Returns
+    the notes for the report (models/configs with no reference)."""
+    notes: dict[str, list[str]] = {"no_reference": [], "work_differs": []}
     refs: dict[tuple[str, str, str | None], RunRecord] = {}
     for rec in records:
         r = rec.row
         if not rec.digests:
             continue
-        key = (r["model"], r["config"], rec.prompts_sha)
+        key = (r["model"], r["config"], rec.work)
         cur = refs.get(key)
         if cur is None or (r.get("rep") or 0, r["run_id"]) < (cur.row.get("rep") or 0, cur.row["run_id"]):
             refs[key] = rec
     for rec in records:
         r = rec.row
         ref_cfg = reference_config(r["config"])
-        ref = refs.get((r["model"], ref_cfg, rec.prompts_sha))
+        ref = refs.get((r["model"], ref_cfg, rec.work))
         if ref is None:
             if any(k[0] == r["model"] and k[1] == ref_cfg for k in refs):
-                notes["prompt_set_differs"].append(f"{r['model']} {r['config']}")
+                notes["work_differs"].append(f"{r['model']} {r['config']}")
             else:
                 notes["no_reference"].append(f"{r['model']} {r['config']}")
             continue
@@ -338,7 +340,8 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
         if col not in df:
             df[col] = np.nan
     if "flags" in df:
-        df["flags"] = df["flags"].map(lambda f: ";".join(dict.fromkeys(f)) if isinstance(f, list) else (f if isinstance(f, str) else ""))
+        df["flags"] = df["flags"].map(
+            lambda f: ";".join(dict.fromkeys(f)) if isinstance(f, list) else (f if isinstance(f, str) else ""))
     extra = [c for c in df.columns if c not in RUN_COLUMNS]
     df = df[list(RUN_COLUMNS) + extra]
     if len(df):
@@ -362,12 +365,15 @@ def read_results(results: Path, *, exclude: Path | None = None, jobs: int | None
             records.append(read_run(folder, manifest))
             bar.update()
     else:
+        gc.freeze()  # the workers are forked: keep the parent's objects out of their collector's walks
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futs = [pool.submit(_read_run_safe, folder, manifest) for folder, manifest in usable]
+            futs = [pool.submit(read_run, folder, manifest) for folder, manifest in usable]
             for fut in as_completed(futs):
                 records.append(fut.result())
                 bar.update()
+        gc.unfreeze()
     bar.close()
     notes = output_match(records)
     notes["warnings"] = [w for rec in records for w in rec.warnings]
+    notes["folders"] = {m.get("run_id") or f.name: str(f) for f, m in usable}
     return to_frame([rec.row for rec in records]), left_out, notes

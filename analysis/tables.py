@@ -4,13 +4,12 @@ flags that follow a configuration through every table.
 
 Flags are ``;``-separated tokens: ``estimated:cpu`` (an energy source is an estimate),
 ``incomplete:gpu`` / ``missing:wall`` (a sensor did not cover the window), ``failed_requests``,
-``global=cpu-only`` (no GPU sensor: global energy is CPU alone), ``output_match=97.6%`` (generated
+``global=cpu-only`` (no GPU on the host: global energy is CPU alone), ``output_match=97.6%`` (generated
 token ids differ from the torch reference of the same provider).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +144,12 @@ def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.sort_values(keys, key=key, na_position="last").reset_index(drop=True)
 
 
+def _any_true(s: pd.Series):
+    """True if any run says true, False if all say false, NaN if none says (not measured)."""
+    s = s.dropna()
+    return bool(s.astype(str).str.lower().isin(["true", "1"]).any()) if len(s) else np.nan
+
+
 def medians(runs: pd.DataFrame) -> pd.DataFrame:
     """Median over repetitions per model x configuration, of every variable; ``n_runs`` and flags."""
     variables = [c for c in ALL_VARIABLES if c in runs]
@@ -163,8 +168,7 @@ def medians(runs: pd.DataFrame) -> pd.DataFrame:
             out[src] = runs.groupby(keys, dropna=False, sort=False)[src].agg(
                 lambda s: "+".join(sorted({str(v) for v in s.dropna()})) or np.nan)
         if est in runs:
-            out[est] = runs.groupby(keys, dropna=False, sort=False)[est].agg(
-                lambda s: bool(s.dropna().astype(str).str.lower().isin(["true", "1"]).any()) if s.notna().any() else np.nan)
+            out[est] = runs.groupby(keys, dropna=False, sort=False)[est].agg(_any_true)
     fl = runs.groupby(keys, dropna=False, sort=False)["flags"].agg(list)
     out["flags"] = [_group_flags(pd.Series(f), r) for f, r in zip(fl, out["output_match_rate"])]
     return _sorted(out.reset_index(), ["size_category", "model", "config"])
@@ -259,5 +263,3 @@ def flagged_configs(med: pd.DataFrame) -> pd.DataFrame:
     m = med[pd.to_numeric(med["output_match_rate"], errors="coerce") < FULL_MATCH]
     return m[["model", "config", "output_match_rate", "n_runs"]]
 
-
-_PCT = re.compile(r"output_match=([\d.]+)%")

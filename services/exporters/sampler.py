@@ -1,0 +1,353 @@
+"""Scrape exporters into a run folder's ``series.csv``, and start the exporters this machine supports.
+
+    from services.exporters.sampler import Sampler, start_local_exporters
+
+    targets, stop_exporters = start_local_exporters(service_pid, log_dir=run_dir / "exporters")
+    sampler = Sampler(targets, interval_s=0.5)
+    sampler.start(run_dir)            # series.csv grows while the run goes on
+    ...                               # load, idle before, inference, idle after
+    manifest["sensors"] = sampler.stop()
+    stop_exporters()
+
+``series.csv`` rows (docs/run-folder.md): ``t, sensor, metric, labels, value`` with t = epoch seconds
+at the scrape (midpoint of the HTTP request), sensor = the target's name, metric = the sample name as
+exposed (counters keep ``_total``; ``_created`` samples are dropped), labels = JSON, sorted keys. Each
+scrape adds one ``up`` row (1 = the target answered, 0 = it did not) so gaps are visible in the data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+log = logging.getLogger("wattserve.sampler")
+ROOT = Path(__file__).resolve().parents[2]
+COLUMNS = ("t", "sensor", "metric", "labels", "value")
+
+
+@dataclass
+class _Target:
+    name: str
+    url: str
+    scrapes: int = 0
+    failed: int = 0
+    ok_once: bool = False
+    failed_after_ok: int = 0
+    last_error: str | None = None
+    last_error_t: float | None = None
+    last_failed: bool = False
+    sources: set[str] = field(default_factory=set)
+    estimated: bool = False
+    down_scrapes: int = 0          # scrapes where a sensor said wattserve_sensor_up 0 (after it was up)
+    sensor_up_once: bool = False
+    down_message: str | None = None
+    dcgm: bool = False             # NVIDIA dcgm-exporter (no wattserve_sensor_up of its own)
+
+
+class Sampler:
+    """Scrapes every target (name -> /metrics URL) every ``interval_s`` seconds, each in its own thread
+    (a slow target delays only itself; each request waits at most ``timeout_s``), and appends the
+    samples to ``run_dir/series.csv``, flushed about every ``flush_s`` seconds."""
+
+    def __init__(self, targets: dict[str, str], interval_s: float = 0.5, timeout_s: float | None = None,
+                 flush_s: float = 1.0) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        self.targets = {name: _Target(name, url) for name, url in targets.items()}
+        self.interval_s = interval_s
+        # generous: a loaded host (inference on every core) may answer late; a late answer only delays
+        # that target's next scrape (skipped ticks), never the others
+        self.timeout_s = timeout_s if timeout_s is not None else min(5.0, max(1.0, 2 * interval_s))
+        self.flush_s = flush_s
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._file = None
+        self._writer = None
+        self._flushed = 0.0
+        self.path: Path | None = None
+
+    def start(self, run_dir: Path) -> None:
+        if self._threads:
+            raise RuntimeError("sampler already started")
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "series.csv"
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        if fresh:
+            self._writer.writerow(COLUMNS)
+            self._file.flush()
+        self._stop.clear()
+        for tgt in self.targets.values():
+            th = threading.Thread(target=self._loop, args=(tgt,), name=f"sampler-{tgt.name}", daemon=True)
+            th.start()
+            self._threads.append(th)
+
+    def stop(self) -> list[dict]:
+        """Stop scraping, flush and close series.csv; the sensors' descriptors for run.json."""
+        self._stop.set()
+        for th in self._threads:
+            th.join(self.timeout_s + 5)
+        self._threads = []
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = self._writer = None
+        return [self._descriptor(t) for t in self.targets.values()]
+
+    # -- scraping
+    def _loop(self, tgt: _Target) -> None:
+        with httpx.Client(timeout=self.timeout_s, headers={"Accept-Encoding": "identity"},
+                          trust_env=False) as client:  # exporters are reached directly, never via a proxy
+            next_t = time.monotonic()
+            while not self._stop.is_set():
+                self._scrape(client, tgt)
+                next_t += self.interval_s
+                now = time.monotonic()
+                if next_t < now:  # fell behind (slow target): skip the missed ticks
+                    next_t = now + self.interval_s
+                self._stop.wait(next_t - now)
+
+    def _scrape(self, client: httpx.Client, tgt: _Target) -> None:
+        t0 = time.time()
+        error = text = None
+        try:
+            r = client.get(tgt.url)
+            if r.status_code != 200:
+                error = f"HTTP {r.status_code}"
+            else:
+                text = r.text
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        t = (t0 + time.time()) / 2
+        rows: list[tuple] = []
+        if text is not None:
+            try:
+                rows = self._rows(tgt, t, text)
+            except Exception as e:  # not the exposition format
+                error, rows = f"unparsable /metrics: {type(e).__name__}: {e}", []
+        tgt.scrapes += 1
+        tgt.last_failed = error is not None
+        if error is None:
+            tgt.ok_once = True
+        else:
+            tgt.failed += 1
+            tgt.failed_after_ok += tgt.ok_once
+            if tgt.last_error is None or tgt.failed_after_ok == 1:
+                log.warning("sampler: %s (%s) did not answer: %s", tgt.name, tgt.url, error)
+            tgt.last_error, tgt.last_error_t = error, t
+        rows.append((t, tgt.name, "up", "{}", 0.0 if error else 1.0))
+        self._write(rows)
+
+    def _rows(self, tgt: _Target, t: float, text: str) -> list[tuple]:
+        rows = []
+        down: list[str] = []
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name.endswith("_created"):
+                    continue
+                labels = s.labels
+                if s.name == "wattserve_sensor_up":
+                    if labels.get("source"):
+                        tgt.sources.add(labels["source"])
+                    if s.value == 1:
+                        tgt.sensor_up_once = True
+                    else:
+                        down.append(labels.get("sensor", "?"))
+                elif s.name == "wattserve_sensor_info" and labels.get("message"):
+                    tgt.down_message = labels["message"]
+                elif s.name == "wattserve_energy_joules_total" and labels.get("estimated") == "true":
+                    tgt.estimated = True
+                elif s.name.startswith("DCGM_FI_"):
+                    tgt.dcgm = True
+                rows.append((t, tgt.name, s.name, json.dumps(labels, sort_keys=True), s.value))
+        if down and tgt.sensor_up_once:
+            tgt.down_scrapes += 1
+        return rows
+
+    def _write(self, rows: list[tuple]) -> None:
+        with self._lock:
+            if self._writer is None:
+                return
+            self._writer.writerows(rows)
+            now = time.monotonic()
+            if now - self._flushed >= self.flush_s:
+                self._file.flush()
+                self._flushed = now
+
+    @staticmethod
+    def _descriptor(t: _Target) -> dict:
+        """run.json sensor entry. available = answered every scrape and its sensor never went down once
+        it had come up (a sensor still warming up at the first scrape is not a failure; one that never
+        came up is)."""
+        available = t.scrapes > 0 and t.failed_after_ok == 0 and t.ok_once and t.down_scrapes == 0
+        if t.sources and not t.sensor_up_once:
+            available = False
+        error = None
+        if not t.ok_once:
+            error = f"never answered: {t.last_error}"
+        elif t.failed_after_ok:
+            what = "stopped answering" if t.last_failed else "missed scrapes"
+            error = (f"{what}: {t.failed_after_ok} of {t.scrapes} scrapes failed, the last at "
+                     f"t={t.last_error_t:.3f}: {t.last_error}")
+        elif t.sources and not t.sensor_up_once:
+            error = f"sensor never up: {t.down_message}"
+        elif t.down_scrapes:
+            error = f"sensor down in {t.down_scrapes} of {t.scrapes} scrapes: {t.down_message}"
+        source = ",".join(sorted(t.sources)) or ("dcgm" if t.dcgm else None)
+        return {"name": t.name, "url": t.url, "source": source,
+                "estimated": t.estimated, "available": available, "error": error,
+                "scrapes": t.scrapes, "failed_scrapes": t.failed}
+
+
+# ------------------------------------------------------------------ local exporters
+
+class LocalSampler:
+    """What the bench protocol needs (loadgen/sampling.py): ``start(run_dir)`` starts the exporters this
+    machine supports and samples them, ``service_started(pid)`` points the host exporter at the service's
+    process tree (the service starts after sampling does, so that ``load`` is sampled), ``stop()`` stops
+    both and returns the sensor descriptors for run.json. Exporter logs go to ``log_dir`` if given
+    (else a temporary folder removed at stop)."""
+
+    def __init__(self, interval_s: float = 0.5, log_dir: Path | None = None, **exporter_kw) -> None:
+        self.interval_s, self.log_dir, self.exporter_kw = interval_s, log_dir, exporter_kw
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._sampler: Sampler | None = None
+        self._stop_exporters: Callable[[], None] | None = None
+
+    def start(self, run_dir: Path) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="wattserve-sampler-")
+        self.pid_file = Path(self._tmp.name) / "service.pid"
+        targets, self._stop_exporters = start_local_exporters(None, log_dir=self.log_dir, pid_file=self.pid_file,
+                                                              **self.exporter_kw)
+        self._sampler = Sampler(targets, interval_s=self.interval_s)
+        self._sampler.start(run_dir)
+
+    def service_started(self, pid: int) -> None:
+        tmp = self.pid_file.with_suffix(".tmp")
+        tmp.write_text(str(pid))
+        tmp.replace(self.pid_file)
+
+    def stop(self) -> list[dict]:
+        try:
+            return self._sampler.stop() if self._sampler is not None else []
+        finally:
+            if self._stop_exporters is not None:
+                self._stop_exporters()
+            if self._tmp is not None:
+                self._tmp.cleanup()
+            self._sampler = self._stop_exporters = self._tmp = None
+
+
+def powercap_state(root: Path = Path("/sys/class/powercap")) -> str:
+    """'readable', 'unreadable' (present but permission denied) or 'absent'."""
+    files = sorted(root.glob("intel-rapl:*/energy_uj")) if root.is_dir() else []
+    if not files:
+        return "absent"
+    try:
+        files[0].read_text()
+        return "readable"
+    except PermissionError:
+        return "unreadable"
+    except OSError:
+        return "absent"
+
+
+def nvml_usable() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount() > 0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return False
+
+
+def start_local_exporters(service_pid: int | None, *, log_dir: Path | None = None,
+                          pid_file: Path | None = None, powercap_root: Path = Path("/sys/class/powercap"),
+                          netio_url: str | None = None, extra_args: dict[str, list[str]] | None = None,
+                          ready_timeout_s: float = 20.0) -> tuple[dict[str, str], Callable[[], None]]:
+    """Start, as subprocesses on free loopback ports, the exporters this machine supports: host (watching
+    ``service_pid``'s tree); rapl if powercap is readable, else estimate (and rapl too where powercap
+    exists but is unreadable, so the manifest records why); nvml if NVML initializes; netio if
+    ``netio_url`` or $NETIO_URL is set (credentials stay in the environment). ``pid_file``: the host
+    exporter follows the pid written there instead (for a service started after the exporters).
+    Returns ({name: url}, stop); an exporter that fails to start is left out with a warning (its log
+    says why)."""
+    extra_args = extra_args or {}
+    plan: dict[str, list[str]] = {"host": ["--pid", str(service_pid)] if service_pid else []}
+    if pid_file is not None:
+        plan["host"] += ["--pid-file", str(pid_file)]
+    state = powercap_state(powercap_root)
+    if state != "absent":
+        plan["rapl"] = ["--powercap-root", str(powercap_root)]
+    if state != "readable":
+        plan["estimate"] = []
+    if nvml_usable():
+        plan["nvml"] = []
+    netio_url = netio_url or os.environ.get("NETIO_URL")
+    if netio_url:
+        plan["netio"] = ["--netio-url", netio_url]
+    tmp = tempfile.TemporaryDirectory(prefix="wattserve-exporters-")
+    logs = Path(log_dir) if log_dir is not None else Path(tmp.name)
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    procs: dict[str, tuple[subprocess.Popen, Path, object]] = {}
+    for name, args in plan.items():
+        ready = Path(tmp.name) / f"{name}.json"
+        logf = open(logs / f"{name}.log", "ab")
+        argv = [sys.executable, "-m", f"services.exporters.{name}", "--port", "0", "--addr", "127.0.0.1",
+                "--ready-file", str(ready), "--exit-with-parent", *args, *extra_args.get(name, [])]
+        p = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        procs[name] = (p, ready, logf)
+
+    def stop() -> None:
+        for p, _, _ in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p, _, logf in procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            logf.close()
+        tmp.cleanup()
+
+    targets: dict[str, str] = {}
+    deadline = time.monotonic() + ready_timeout_s
+    pending = dict(procs)
+    while pending and time.monotonic() < deadline:
+        for name, (p, ready, _) in list(pending.items()):
+            if ready.exists():
+                targets[name] = json.loads(ready.read_text())["url"]
+                del pending[name]
+            elif p.poll() is not None:
+                log.warning("exporter %s exited with %s at start; see %s", name, p.returncode, logs / f"{name}.log")
+                del pending[name]
+        time.sleep(0.05)
+    for name in pending:
+        log.warning("exporter %s not ready after %.0f s; left out (see %s)", name, ready_timeout_s,
+                    logs / f"{name}.log")
+    return targets, stop
