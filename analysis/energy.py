@@ -153,7 +153,11 @@ def _series_of(series: pd.DataFrame, metric: str, *, sensor: str | None = None,
         sub = sub[sub["labels"].map(lambda d: _match(d, labels))]
     if sub.empty:
         return []
-    keys = sub["sensor"].astype(str) + "\x00" + sub["labels"].map(lambda d: json.dumps(_frozen(d)))
+    # load_series shares one dict per distinct label string: serialise each dict object once
+    # (keyed by identity, all alive here), not once per row
+    memo: dict[int, str] = {}
+    keys = sub["sensor"].astype(str) + "\x00" + sub["labels"].map(
+        lambda d: memo.get(id(d)) or memo.setdefault(id(d), json.dumps(_frozen(d))))
     out = []
     for _, g in sub.groupby(keys, sort=True):
         out.append((str(g["sensor"].iloc[0]), dict(g["labels"].iloc[0]),
