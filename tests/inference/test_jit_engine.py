@@ -12,7 +12,6 @@ from services.inference.engines import jit_engine
 from services.inference.engines.base import EngineError, EngineSettings
 from services.inference.engines.jit_engine import META_FILE, JitEngine
 from services.inference.engines.torch_engine import TorchEngine
-from services.models.resolve import resolve
 
 LONG = (
     "from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
@@ -37,11 +36,6 @@ CASES = [
     (LONG, 100, 0),
     ("def add(a, b):\n    return", 50, 50),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return resolve("tiny")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from services.inference.engines.base import Engine, EngineError, greedy_generati
 from services.models.cache import build_once
 
 #: bump when the traced graphs or the metadata change meaning: old artifacts are then rebuilt
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_FILE = "jit-meta.json"
 GRAPHS = {"prefill": "prefill.pt", "decode": "decode.pt"}
 #: the example prompt length the graphs are traced with; verification uses other lengths
@@ -74,15 +74,23 @@ def _cache_kind(cache) -> str:
 
 
 def _build_cache(kind: str, flat: tuple):
-    """Rebuild, inside a traced forward, the cache object the model's forward expects."""
-    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+    """Rebuild, inside a traced forward, the cache object the model's forward expects.
+
+    Layers are filled in place rather than through ``from_legacy_cache``, which concatenates each
+    tensor onto an empty one: a second copy of the whole KV cache on every decoding step.
+    """
+    from transformers.cache_utils import DynamicCache, DynamicLayer, EncoderDecoderCache
 
     pairs = tuple(zip(flat[0::2], flat[1::2]))
-    if kind == "encoder_decoder":
-        return EncoderDecoderCache.from_legacy_cache(pairs)
-    if kind == "dynamic":
-        return DynamicCache.from_legacy_cache(pairs)
-    return pairs
+    if kind == "legacy":
+        return pairs
+    cache = DynamicCache()
+    for keys, values in pairs:
+        layer = DynamicLayer()
+        layer.lazy_initialization(keys)
+        layer.keys, layer.values = keys, values
+        cache.layers.append(layer)
+    return EncoderDecoderCache(cache, DynamicCache()) if kind == "encoder_decoder" else cache
 
 
 def _module_base():
@@ -299,7 +307,8 @@ class JitEngine(Engine):
         t0 = time.perf_counter()
         try:
             with torch.no_grad():
-                probe = model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device), use_cache=True)
+                one = torch.ones(1, 1, dtype=torch.long, device=device)
+                probe = model(input_ids=one, attention_mask=one, use_cache=True)
             cache_kind = _cache_kind(probe.past_key_values)
             prefill_cls, decode_cls = _module_base()
             additive = attn == "eager"
@@ -374,8 +383,8 @@ class JitEngine(Engine):
         if not meta.get("verified"):
             raise EngineError(
                 f"model {self.model.name} cannot be traced correctly for generation: "
-                f"{meta.get('reason', 'the artifact was not verified')} (artifact {folder}); "
-                "serve it with the torch engine instead"
+                f"{meta.get('reason', 'the artifact was not verified')} (details in {folder / META_FILE}); "
+                "serve it with the torch engine, or delete that folder to trace it again"
             )
         self.prefill, self.decode = self._load_graphs(folder)
         self.meta = meta
