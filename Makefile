@@ -5,6 +5,9 @@
 #   make serve      CONFIG=onnx-cpu MODEL=tiny       serve one configuration on 127.0.0.1:8000
 #   make equivalence MODEL=tiny CONFIG=cpu           compare every engine's tokens with torch
 #   make analyze    [RESULTS=results] [TABLE=x.csv] [OUT=dir] [TIMESERIES=run-id]   tables, tests, figures, report
+#   make images     [CONFIG=…]                       the Docker images (CPU; CUDA too if CONFIG names one)
+#   make up         CONFIG=onnx-cpu MODEL=tiny       the Dockerized stack on 127.0.0.1 (Prometheus :9090, Grafana :3000)
+#   make down                                        stop it (the model cache volume is kept)
 #   make benchmark-serving                           per-engine latency / HTTP overhead table
 #   make benchmark-analysis                          times `make analyze` on a study-scale synthetic tree
 #   make overhead                                    CPU share of the local exporters + sampler
@@ -53,6 +56,21 @@ overhead: $(STAMP)
 
 benchmark-serving: $(STAMP)
 	$(PY) benchmarks/serving.py
+
+comma := ,
+DOCKER_FLAVOURS = cpu $(if $(filter %-cuda cuda all,$(subst $(comma), ,$(CONFIG))),cuda)
+.PHONY: images up down
+images:
+	scripts/docker/start-dockerd.sh
+	scripts/docker/build-base.sh
+	scripts/docker/build-images.sh $(DOCKER_FLAVOURS) prometheus
+
+up:
+	scripts/docker/start-dockerd.sh
+	scripts/docker/compose.sh up
+
+down:
+	scripts/docker/compose.sh down
 
 clean-venv:
 	rm -rf $(VENV)
