@@ -1,6 +1,7 @@
 # wattserve — the user's verbs. Each target sets up .venv on first use (idempotent).
 #   make bench      CONFIG=cpu MODEL=tiny REPS=1 …   run the benchmark, print a comparison table
 #   make test                                        the test suite
+#   make prompts    SEED=1 OUT=file.jsonl            a new seeded prompt set from HumanEval (the study's method)
 #   make models     MODEL=… CONFIG=…                 prepare (export) model artifacts ahead of time
 #   make serve      CONFIG=onnx-cpu MODEL=tiny       serve one configuration on 127.0.0.1:8000
 #   make equivalence MODEL=tiny CONFIG=cpu           compare every engine's tokens with torch
@@ -20,9 +21,9 @@ export PYTHONPATH := $(CURDIR)
 
 CONFIG ?= cpu
 MODEL ?= tiny
-export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER
+export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
 
-.PHONY: venv test bench models serve equivalence analyze benchmark-serving benchmark-analysis overhead clean-venv
+.PHONY: venv test bench prompts models serve equivalence analyze benchmark-serving benchmark-analysis overhead clean-venv
 
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,12 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m loadgen.bench $(BENCH_ARGS)
+
+prompts: $(STAMP)
+	$(PY) -m loadgen.generate_prompts --seed "$(SEED)" --out "$(OUT)" $(if $(TOKENIZER),--tokenizer "$(TOKENIZER)")
 
 models: $(STAMP)
 	$(PY) -m services.models.prepare --model "$(MODEL)" --config "$(CONFIG)"

@@ -1,0 +1,264 @@
+"""``python -m loadgen.bench``: benchmark serving configurations, one run folder per run, then a table.
+
+Each run: prepare the model artifact (not measured) → start the service → wait until ready
+(``load``) → idle before → replay the prompt set once with Locust (``inference``) → idle after →
+stop the service → write ``RESULTS/<run-id>/`` (docs/run-folder.md). Runs are interleaved
+(repetition-major: every configuration once, then again), never one configuration's reps in a row.
+At the end, a comparison table over the runs just made, also written to ``RESULTS/bench-<ts>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadgen.progress import Progress, hms
+from loadgen.prompts import PromptError, PromptSet, load_prompts
+from loadgen.protocol import RunInterrupted, RunPlan, default_threads, run_once
+from loadgen.runners import RUNNER_CHOICES, RunnerError, choose_runner
+from loadgen.summary import comparison_table, summarize, write_report
+
+PRESETS = {
+    "paper": {"WARMUP": "300", "COOLDOWN": "300", "REPS": "10"},  # the study: 5 min idle each side, 10 reps
+}
+DEFAULTS = {"CONFIG": "cpu", "MODEL": "tiny", "REPS": "1", "WARMUP": "5", "COOLDOWN": "5", "PROMPTS": "paper",
+            "RESULTS": "results", "RUNNER": "auto", "PRESET": ""}
+
+EPILOG = """\
+every option can also come from an environment variable (how `make bench` passes them):
+  CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
+  precedence: command line > environment > --preset > built-in default (an empty variable is unset)
+
+CONFIG: one configuration (onnx-cpu), a comma list (torch-cpu,ov-cpu), or a group: cpu, cuda, all.
+MODEL:  tiny (built here, offline), shape:<hf id>, a registry name, a Hugging Face id, or a folder.
+PROMPTS: paper (the study's 164 prompts, hash-checked) or a JSONL file (python -m loadgen.generate_prompts).
+RUNNER: auto (docker when a Docker engine answers, else native), native, docker (not available yet).
+
+examples:
+  python -m loadgen.bench                                  # every CPU config on tiny, 1 rep, 5 s idle windows
+  python -m loadgen.bench --config onnx-cpu,torch-cpu --reps 3
+  python -m loadgen.bench --preset paper --model codeparrot-small      # 300 s idle each side, 10 reps
+  CONFIG=ov-cpu MODEL=tiny WARMUP=1 COOLDOWN=1 python -m loadgen.bench
+
+Ctrl-C stops the running service, marks that run 'interrupted', and prints the table so far.
+exit status: 0 every run complete, 1 a run failed, 2 bad input (nothing started), 130 interrupted.
+"""
+
+
+class UsageError(ValueError):
+    """Bad input, found before anything starts."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    configs: list[str]
+    model: str
+    reps: int
+    warmup_s: float
+    cooldown_s: float
+    prompts: PromptSet
+    results: Path
+    runner: str
+    runner_reason: str
+    request_timeout_s: float
+    ready_timeout_s: float
+    max_new_tokens: int | None
+    max_length: int | None
+    ignore_eos: bool
+    threads: int
+    preset: str | None
+    shuffle: int | None
+    revision: str | None
+    trust_remote_code: bool
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loadgen.bench", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="configuration(s): name, comma list, cpu, cuda, all [CONFIG; default cpu]")
+    p.add_argument("--model", help="model to serve [MODEL; default tiny]")
+    p.add_argument("--reps", help="repetitions of every configuration [REPS; default 1; paper preset 10]")
+    p.add_argument("--warmup", help="idle seconds before inference, service loaded [WARMUP; default 5; paper 300]")
+    p.add_argument("--cooldown", help="idle seconds after inference [COOLDOWN; default 5; paper 300]")
+    p.add_argument("--prompts", help="prompt set: paper or a JSONL file [PROMPTS; default paper]")
+    p.add_argument("--results", help="results directory [RESULTS; default results]")
+    p.add_argument("--runner", help=f"{' | '.join(RUNNER_CHOICES)} [RUNNER; default auto]")
+    p.add_argument("--preset", help=f"named settings: {', '.join(f'{k} ({v})' for k, v in PRESETS.items())} [PRESET]")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per request (default 300)")
+    p.add_argument("--ready-timeout", type=float, default=600.0,
+                   help="seconds allowed for the service to load and warm up (default 600)")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--max-new-tokens", type=int, help="new tokens per request at most")
+    limit.add_argument("--max-length", type=int, help="prompt + new tokens at most (default 128, the study's)")
+    p.add_argument("--ignore-eos", action="store_true", help="always generate up to the limit")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"CPU threads for every engine (default: all usable cores, here {default_threads()})")
+    p.add_argument("--shuffle", type=int, metavar="SEED", default=None,
+                   help="shuffle the configuration order within each repetition with this seed")
+    p.add_argument("--revision", default=None, help="hub revision of MODEL")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code to run")
+    return p
+
+
+def pick(cli, name: str, environ, preset: dict) -> str:
+    """Command line > environment > preset > default; an empty environment variable is unset."""
+    if cli is not None:
+        return str(cli)
+    if environ.get(name, "").strip():
+        return environ[name].strip()
+    return preset.get(name, DEFAULTS[name])
+
+
+def _number(text: str, name: str, kind=float, minimum=None, strict=False):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise UsageError(f"{name} must be finite, got {text!r}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise UsageError(f"{name} must be {'>' if strict else '>='} {minimum}, got {text}")
+    return value
+
+
+def resolve_settings(args: argparse.Namespace, environ=os.environ,
+                     probe_docker=None) -> Settings:
+    """Check every input; raise :class:`UsageError` before anything is started or written."""
+    from services.inference.configs import ConfigError, expand, require_cuda
+    from services.models.resolve import ModelError, resolve
+
+    preset_name = pick(args.preset, "PRESET", environ, {}).strip().lower() or None
+    if preset_name and preset_name not in PRESETS:
+        raise UsageError(f"unknown preset {preset_name!r}; available: {', '.join(PRESETS)}")
+    preset = PRESETS.get(preset_name, {})
+    get = lambda cli, name: pick(cli, name, environ, preset)  # noqa: E731
+    try:
+        configs = expand(get(args.config, "CONFIG"))
+        if any(c.endswith("-cuda") for c in configs):
+            require_cuda()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    reps = _number(get(args.reps, "REPS"), "REPS", int, minimum=1)
+    warmup = _number(get(args.warmup, "WARMUP"), "WARMUP (seconds)", minimum=0)
+    cooldown = _number(get(args.cooldown, "COOLDOWN"), "COOLDOWN (seconds)", minimum=0)
+    timeout = _number(str(args.timeout), "--timeout (seconds)", minimum=0, strict=True)
+    ready_timeout = _number(str(args.ready_timeout), "--ready-timeout (seconds)", minimum=0, strict=True)
+    for name in ("max_new_tokens", "max_length"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    threads = args.threads if args.threads is not None else default_threads()
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    model = get(args.model, "MODEL").strip()
+    try:
+        resolve(model, revision=args.revision, trust_remote_code=args.trust_remote_code, build=False)
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        prompts = load_prompts(get(args.prompts, "PROMPTS"))
+    except PromptError as exc:
+        raise UsageError(str(exc)) from None
+    results = Path(get(args.results, "RESULTS")).expanduser().resolve()  # children run elsewhere
+    if results.exists() and not results.is_dir():
+        raise UsageError(f"RESULTS {results} exists and is not a directory")
+    try:
+        runner, why = choose_runner(get(args.runner, "RUNNER"), **({"probe": probe_docker} if probe_docker else {}))
+    except RunnerError as exc:
+        raise UsageError(str(exc)) from None
+    return Settings(configs=configs, model=model, reps=reps, warmup_s=warmup, cooldown_s=cooldown, prompts=prompts,
+                    results=results, runner=runner, runner_reason=why, request_timeout_s=timeout,
+                    ready_timeout_s=ready_timeout, max_new_tokens=args.max_new_tokens, max_length=args.max_length,
+                    ignore_eos=args.ignore_eos, threads=threads, preset=preset_name, shuffle=args.shuffle,
+                    revision=args.revision, trust_remote_code=args.trust_remote_code)
+
+
+def schedule(s: Settings) -> list[tuple[int, str]]:
+    """(rep, config) in run order: repetition-major, optionally shuffled within each repetition."""
+    rng = random.Random(s.shuffle)
+    order = []
+    for rep in range(1, s.reps + 1):
+        configs = list(s.configs)
+        if s.shuffle is not None:
+            rng.shuffle(configs)
+        order += [(rep, c) for c in configs]
+    return order
+
+
+def header(s: Settings, runs: int) -> str:
+    limit = (f"max_new_tokens={s.max_new_tokens}" if s.max_new_tokens else f"max_length={s.max_length or 128}")
+    return "\n".join([
+        f"runner:  {s.runner} ({s.runner_reason})",
+        f"configs: {', '.join(s.configs)}; model {s.model}; {s.reps} rep(s) = {runs} run(s)"
+        + (f"; preset {s.preset}" if s.preset else "") + (f"; shuffled (seed {s.shuffle})" if s.shuffle is not None else ""),
+        f"prompts: {s.prompts.name} ({s.prompts.count} prompts, sha256 {s.prompts.sha256[:16]}…)",
+        f"windows: idle {s.warmup_s:g} s before, {s.cooldown_s:g} s after; greedy, {limit}"
+        + (", ignore_eos" if s.ignore_eos else "") + f"; {s.threads} threads; request timeout {s.request_timeout_s:g} s",
+        f"results: {s.results}",
+    ])
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        s = resolve_settings(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    order = schedule(s)
+    started = time.time()
+    bench_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    head = header(s, len(order))
+    print(head, flush=True)
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    from loadgen.hostinfo import host_info, software_versions
+
+    host, software = host_info(), software_versions()
+    progress = Progress(len(order), warmup_s=s.warmup_s, cooldown_s=s.cooldown_s, prompts=s.prompts.count)
+    summaries, interrupted = [], False
+    try:
+        for i, (rep, config) in enumerate(order, 1):
+            progress.start_run(i, f"{config} {s.model} r{rep}/{s.reps}")
+            plan = RunPlan(config=config, model=s.model, prompts=s.prompts, results=s.results, rep=rep, reps=s.reps,
+                           warmup_s=s.warmup_s, cooldown_s=s.cooldown_s, request_timeout_s=s.request_timeout_s,
+                           ready_timeout_s=s.ready_timeout_s, max_new_tokens=s.max_new_tokens,
+                           max_length=s.max_length, ignore_eos=s.ignore_eos, threads=s.threads,
+                           runner=s.runner, revision=s.revision, trust_remote_code=s.trust_remote_code,
+                           bench_id=bench_id, order=i)
+            summaries.append(summarize(run_once(plan, progress=progress, host=host, software=software)))
+    except RunInterrupted as exc:
+        summaries.append(summarize(exc.run_dir))
+        interrupted = True
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if not summaries:
+        print("interrupted before any run was written", file=sys.stderr)
+        return 130
+    table = comparison_table(summaries)
+    report = write_report(s.results, summaries, head, started)
+    print(f"\n{table}\n")
+    for x in summaries:
+        if x["error"]:
+            print(f"{x['run_id']}: {x['status']}: {x['error']}", file=sys.stderr)
+    print(f"{len(summaries)} run(s) in {hms(time.time() - started)}; table written to {report}")
+    if interrupted:
+        print("interrupted: remaining runs skipped", file=sys.stderr)
+        return 130
+    return 0 if all(x["status"] == "complete" for x in summaries) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Locust replay: one user sends every prompt of a set once, in order, and records every request.
+
+    locust -f loadgen/locustfile.py --host http://127.0.0.1:8000              # web UI, 1 user
+    locust -f loadgen/locustfile.py --headless -u 1 -r 1 --host URL --csv out/locust --only-summary
+
+The workload is the study's closed loop: one user (``fixed_count = 1``), no think time
+(``constant(0)``), each prompt popped from a queue and POSTed to ``/v1/generate`` once. When the
+queue is empty the runner is stopped after ``--stop-delay`` seconds (Locust 2.47 has no
+``--iterations``). The delay is longer than Locust's CSV interval (its ``--csv`` files are rewritten
+every second and not at exit), so Locust's own statistics include the last request; headless
+Locust then exits, the web UI stays open (press start again to replay the set again).
+
+Every request — answered, refused, timed out — is appended as one row to ``--requests-csv`` and
+flushed at once, so a crash loses nothing already answered. Columns are those of the run folder's
+``requests.csv`` (docs/run-folder.md); ``start``/``end`` are client epoch seconds (``time.time()``).
+
+Options (each also an environment variable, which is how ``loadgen.protocol`` sets them):
+    --prompts          WATTSERVE_PROMPTS          set name (paper) or JSONL path   [paper]
+    --prompts-sha256   WATTSERVE_PROMPTS_SHA256   refuse the set unless it has this hash
+    --requests-csv     WATTSERVE_REQUESTS_CSV     per-request CSV (appended; unset = none)
+    --request-timeout  WATTSERVE_REQUEST_TIMEOUT  seconds per request                [300]
+    --max-new-tokens   WATTSERVE_MAX_NEW_TOKENS   generation limit (new tokens)
+    --max-length       WATTSERVE_MAX_LENGTH       limit counting the prompt  [128 if neither is set]
+    --ignore-eos       WATTSERVE_IGNORE_EOS       1 = generate to the limit           [0]
+    --stop-delay       WATTSERVE_STOP_DELAY       seconds between the last answer and the stop [1.25]
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import gevent
+from locust import HttpUser, constant, events, task
+from locust.exception import StopUser
+from locust.stats import CSV_STATS_INTERVAL_SEC
+
+try:
+    import loadgen  # noqa: F401
+except ImportError:  # run by hand without PYTHONPATH: Locust only puts this file's folder on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from loadgen.prompts import PromptError, load_prompts  # noqa: E402
+from loadgen.runfolder import REQUEST_COLUMNS as COLUMNS  # noqa: E402
+
+log = logging.getLogger("wattserve.loadgen")
+DEFAULT_MAX_LENGTH = 128  # the study's limit (prompt included), also the service's default
+DEFAULT_STOP_DELAY = CSV_STATS_INTERVAL_SEC + 0.25  # one more CSV write after the last request
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    parser.add_argument("--prompts", env_var="WATTSERVE_PROMPTS", default="paper",
+                        help="prompt set: a name (paper) or a JSONL file")
+    parser.add_argument("--prompts-sha256", env_var="WATTSERVE_PROMPTS_SHA256", default="",
+                        help="refuse the prompt set unless its sha256 is this")
+    parser.add_argument("--requests-csv", env_var="WATTSERVE_REQUESTS_CSV", default="",
+                        help="append one row per request to this CSV")
+    parser.add_argument("--request-timeout", env_var="WATTSERVE_REQUEST_TIMEOUT", default="300",
+                        help="seconds per request")
+    parser.add_argument("--max-new-tokens", env_var="WATTSERVE_MAX_NEW_TOKENS", default="",
+                        help="new tokens at most")
+    parser.add_argument("--max-length", env_var="WATTSERVE_MAX_LENGTH", default="",
+                        help=f"prompt + new tokens at most (default {DEFAULT_MAX_LENGTH})")
+    parser.add_argument("--ignore-eos", env_var="WATTSERVE_IGNORE_EOS", default="0",
+                        help="1: generate up to the limit even past end-of-sequence")
+    parser.add_argument("--stop-delay", env_var="WATTSERVE_STOP_DELAY", default="",
+                        help="seconds between the last answer and stopping the runner")
+
+
+class Replay:
+    """The state of one replay: the queue, the request body's limits and the CSV recorder."""
+
+    def __init__(self, options) -> None:
+        self.prompts = load_prompts(options.prompts, expected_sha256=options.prompts_sha256 or None)
+        self.timeout = float(options.request_timeout)
+        self.stop_delay = float(options.stop_delay) if str(options.stop_delay).strip() else DEFAULT_STOP_DELAY
+        max_new = int(options.max_new_tokens) if str(options.max_new_tokens).strip() else None
+        max_len = int(options.max_length) if str(options.max_length).strip() else None
+        if max_new is not None and max_len is not None:
+            raise ValueError("give max-new-tokens or max-length, not both")
+        self.limits = {"max_new_tokens": max_new} if max_new else {"max_length": max_len or DEFAULT_MAX_LENGTH}
+        if str(options.ignore_eos).strip().lower() in ("1", "true", "yes"):
+            self.limits["ignore_eos"] = True
+        self.csv_path = Path(options.requests_csv) if options.requests_csv else None
+        self.queue: deque = deque()
+        self.stopping = False
+
+    def reset(self) -> None:
+        self.queue = deque(self.prompts.items)
+        self.stopping = False
+
+    def record(self, row: dict) -> None:
+        if self.csv_path is None:
+            return
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+        with open(self.csv_path, "a", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+            if fresh:
+                writer.writeheader()
+            writer.writerow(row)
+            fh.flush()
+
+
+replay: Replay | None = None
+
+
+@events.init.add_listener
+def _init(environment, **_) -> None:
+    global replay
+    try:
+        replay = Replay(environment.parsed_options)
+    except (PromptError, ValueError) as exc:
+        log.error("loadgen: %s", exc)
+        raise SystemExit(2) from None  # an event listener's Exception would only be logged
+    log.info("loadgen: %d prompts from %s (sha256 %s), limits %s, timeout %ss, rows -> %s",
+             replay.prompts.count, replay.prompts.path, replay.prompts.sha256, replay.limits,
+             replay.timeout, replay.csv_path or "(not recorded)")
+
+
+@events.test_start.add_listener
+def _test_start(environment, **_) -> None:
+    replay.reset()
+
+
+def _stop_runner(environment) -> None:
+    """Headless: quit (Locust writes its CSV and exits). Web UI: stop, and keep the UI up."""
+    if environment.runner is None:
+        return
+    if getattr(environment.parsed_options, "headless", False):
+        environment.runner.quit()
+    else:
+        environment.runner.stop()
+
+
+class PromptReplayUser(HttpUser):
+    """The one client: pops the next prompt, sends it, validates and records the answer."""
+
+    fixed_count = 1
+    wait_time = constant(0)
+
+    @task
+    def generate(self) -> None:
+        if not replay.queue:
+            if not replay.stopping:
+                replay.stopping = True
+                gevent.spawn_later(replay.stop_delay, _stop_runner, self.environment)
+            raise StopUser()
+        prompt = replay.queue.popleft()
+        row = {"index": prompt.index, "task_id": prompt.task_id, "http_status": 0, "status": "failed",
+               "server_latency_s": "", "prompt_tokens": "", "completion_tokens": "", "output": "",
+               "token_ids": "", "error": ""}
+        start = time.time()
+        try:
+            with self.client.post("/v1/generate", json={"prompt": prompt.text, **replay.limits},
+                                  name="/v1/generate", timeout=replay.timeout, catch_response=True) as resp:
+                end = time.time()
+                row["http_status"] = resp.status_code or 0
+                error = self.check(resp, row)
+                if error:
+                    resp.failure(error)
+                    row["error"] = error
+                else:
+                    row["status"] = "ok"
+        except Exception as exc:  # anything unforeseen is still one failed row, never a lost one
+            end = time.time()
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        row.update(start=start, end=end, latency_s=end - start)
+        replay.record(row)
+
+    @staticmethod
+    def check(resp, row: dict) -> str | None:
+        """Validate one answer and copy it into ``row``; return the failure message, if any."""
+        if resp.error is not None and not resp.status_code:
+            return f"{type(resp.error).__name__}: {resp.error}"
+        if resp.status_code != 200:
+            return f"HTTP {resp.status_code}: {resp.text[:500]}"
+        try:
+            body = resp.json()
+            ids = body["token_ids"]
+            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+                return "token_ids is not a list of integers"
+            if body["completion_tokens"] != len(ids):
+                return f"completion_tokens={body['completion_tokens']} but {len(ids)} token_ids"
+            row.update(server_latency_s=float(body["latency_s"]), prompt_tokens=int(body["prompt_tokens"]),
+                       completion_tokens=int(body["completion_tokens"]), output=str(body["text"]),
+                       token_ids=" ".join(map(str, ids)))
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"malformed response ({type(exc).__name__}: {exc}): {resp.text[:200]}"
+        return None
+

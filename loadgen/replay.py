@@ -1,0 +1,70 @@
+"""The Locust replay as the protocol sees it: a headless ``locust`` subprocess and its request rows.
+
+Everything the locustfile needs goes through its environment variables (documented in
+loadgen/locustfile.py); Locust's own output goes to a log file in the run folder and its own
+statistics to ``locust_*.csv`` there.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from loadgen.prompts import PromptSet
+from loadgen.runners import ROOT, child_env, die_with_parent
+
+LOCUSTFILE = ROOT / "loadgen" / "locustfile.py"
+
+
+class LocustReplay:
+    def __init__(self, url: str, prompts: PromptSet, *, run_dir: Path, rows_csv: Path, log_path: Path,
+                 request_timeout_s: float, max_new_tokens: int | None, max_length: int | None,
+                 ignore_eos: bool, stop_delay_s: float = 1.25) -> None:
+        self.rows_csv = Path(rows_csv)
+        self.log_path = Path(log_path)
+        argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "1", "-r", "1",
+                "--host", url, "--csv", str(Path(run_dir) / "locust"), "--only-summary", "--loglevel", "INFO"]
+        env = {k: v for k, v in child_env().items() if not k.startswith("LOCUST_")}  # no stray Locust settings
+        env.update(
+            WATTSERVE_PROMPTS=str(prompts.path), WATTSERVE_PROMPTS_SHA256=prompts.sha256,
+            WATTSERVE_REQUESTS_CSV=str(self.rows_csv), WATTSERVE_REQUEST_TIMEOUT=str(request_timeout_s),
+            WATTSERVE_MAX_NEW_TOKENS=str(max_new_tokens or ""), WATTSERVE_MAX_LENGTH=str(max_length or ""),
+            WATTSERVE_IGNORE_EOS="1" if ignore_eos else "0", WATTSERVE_STOP_DELAY=str(stop_delay_s),
+        )
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, cwd=run_dir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def rows(self) -> int:
+        """Requests recorded so far (complete CSV rows; outputs may span lines)."""
+        try:
+            with open(self.rows_csv, newline="", encoding="utf-8") as fh:
+                return max(0, sum(1 for _ in csv.reader(fh)) - 1)
+        except (OSError, csv.Error):
+            return 0
+
+    def latencies(self) -> list[float]:
+        try:
+            with open(self.rows_csv, newline="", encoding="utf-8") as fh:
+                return [float(r["latency_s"]) for r in csv.DictReader(fh) if r.get("latency_s")]
+        except (OSError, csv.Error, ValueError):
+            return []
+
+    def stop(self, grace: float = 10) -> int | None:
+        """SIGTERM (Locust still writes its statistics), SIGKILL after ``grace`` seconds."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+        return self.proc.returncode
+

@@ -1,0 +1,266 @@
+"""The run folder (docs/run-folder.md): a crash-safe writer and the validator analysis relies on.
+
+Crash safety: the folder is created exclusively (a run is never overwritten); ``run.json`` is always
+replaced atomically (temp file, fsync, rename), first with ``status: running`` and last with the
+final status, so a folder whose run died with the runner still says ``running`` and is never
+counted; ``requests.csv`` is written the same way from the rows the Locust replay appended.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = 1
+STATUSES = ("running", "complete", "failed", "interrupted")
+PHASES = ("load", "idle_before", "inference", "idle_after")
+RUNNERS = ("native", "docker")
+REQUEST_COLUMNS = ("index", "task_id", "start", "end", "latency_s", "server_latency_s", "http_status", "status",
+                   "prompt_tokens", "completion_tokens", "output", "token_ids", "error")
+MANIFEST = "run.json"
+REQUESTS = "requests.csv"
+RAW_REQUESTS = "requests.raw.csv"  # what the locustfile appends to during the replay
+
+
+class ManifestError(ValueError):
+    """A run.json that does not follow docs/run-folder.md (the message lists every problem)."""
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "--", text).strip("-") or "model"
+
+
+def make_run_id(config: str, model: str, rep: int, t: float | None = None) -> str:
+    """``<UTC yyyymmddTHHMMSSZ>-<config>-<model slug>-r<rep>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if t is None else t))
+    return f"{stamp}-{config}-{slug(model)}-r{rep}"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str, allow_nan=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @classmethod
+    def create(cls, results: Path, config: str, model: str, rep: int) -> "RunFolder":
+        """Make a new, empty run folder; never reuses one (a clash waits for the next second).
+
+        The path is absolute: children (Locust, the service) run in other working directories.
+        """
+        results = Path(results).expanduser().resolve()
+        results.mkdir(parents=True, exist_ok=True)
+        while True:
+            path = results / make_run_id(config, model, rep)
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:
+                time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def requests_path(self) -> Path:
+        return self.path / REQUESTS
+
+    @property
+    def raw_requests_path(self) -> Path:
+        return self.path / RAW_REQUESTS
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json_atomic(self.manifest_path, manifest)
+
+    def finalize_requests(self) -> list[dict]:
+        """Turn the replay's appended rows into ``requests.csv`` (ordered by index, typed, checked).
+
+        A torn last line (the replay killed mid-write) is dropped; every complete row is kept.
+        """
+        rows = read_requests(self.raw_requests_path) if self.raw_requests_path.exists() else []
+        rows.sort(key=lambda r: r["index"])
+        tmp = self.path / f".{REQUESTS}.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=REQUEST_COLUMNS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({**r, "token_ids": " ".join(map(str, r["token_ids"])),
+                            **{k: "" for k in REQUEST_COLUMNS if r[k] is None}})
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.requests_path)
+        self.raw_requests_path.unlink(missing_ok=True)
+        return rows
+
+
+def _num(value: str, kind=float):
+    return None if value in ("", None) else kind(float(value)) if kind is int else kind(value)
+
+
+def read_requests(path: Path) -> list[dict]:
+    """Rows of a requests CSV with their types: ints, floats, ``token_ids`` as a list; '' -> None."""
+    out = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}")
+        for raw in reader:
+            if None in raw or any(raw.get(c) is None for c in REQUEST_COLUMNS):
+                continue  # a torn row
+            try:
+                out.append({
+                    "index": int(raw["index"]), "task_id": raw["task_id"],
+                    "start": _num(raw["start"]), "end": _num(raw["end"]), "latency_s": _num(raw["latency_s"]),
+                    "server_latency_s": _num(raw["server_latency_s"]), "http_status": _num(raw["http_status"], int),
+                    "status": raw["status"], "prompt_tokens": _num(raw["prompt_tokens"], int),
+                    "completion_tokens": _num(raw["completion_tokens"], int), "output": raw["output"],
+                    "token_ids": [int(t) for t in raw["token_ids"].split()], "error": raw["error"] or None,
+                })
+            except ValueError:
+                continue  # a torn row
+    return out
+
+
+# ------------------------------------------------------------------------------------ validation
+
+_TYPES = {
+    "schema": int, "run_id": str, "status": str, "config": str, "engine": str, "provider": str, "runner": str,
+    "model": dict, "prompts": dict, "generation": dict, "protocol": dict, "phases": dict, "service": (dict, type(None)),
+    "host": dict, "software": dict, "sensors": list, "summary": dict, "created_at": (int, float),
+}
+_SUB = {
+    "model": ("name", "kind", "source", "revision", "content_hash", "params", "size_category"),
+    "prompts": ("name", "path", "sha256", "count"),
+    "generation": ("greedy", "max_length", "max_new_tokens", "ignore_eos", "threads", "precision"),
+    "protocol": ("rep", "reps", "warmup_s", "cooldown_s", "request_timeout_s", "sample_interval_s"),
+    "host": ("hostname", "os", "kernel", "cpu_model", "cpu_count", "ram_bytes", "gpus"),
+    "summary": ("requests", "ok", "failed", "time_s", "energy"),
+}
+_SENSOR_KEYS = ("name", "url", "source", "estimated", "available", "error")
+
+
+def _is_time(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 1e9
+
+
+def manifest_problems(m: dict) -> list[str]:
+    """Every way ``m`` departs from docs/run-folder.md (an empty list: valid)."""
+    if not isinstance(m, dict):
+        return ["run.json is not a JSON object"]
+    problems = []
+    for key, typ in _TYPES.items():
+        if key not in m:
+            problems.append(f"missing key {key!r}")
+        elif not isinstance(m[key], typ) or isinstance(m[key], bool) and typ is int:
+            problems.append(f"{key!r} has type {type(m[key]).__name__}")
+    for key in ("error", "finished_at"):
+        if key not in m:
+            problems.append(f"missing key {key!r}")
+    if problems:
+        return problems
+    if m["schema"] != SCHEMA:
+        problems.append(f"schema {m['schema']} is not {SCHEMA}")
+    status = m["status"]
+    if status not in STATUSES:
+        problems.append(f"status {status!r} is not one of {STATUSES}")
+    if m["runner"] not in RUNNERS:
+        problems.append(f"runner {m['runner']!r} is not one of {RUNNERS}")
+    if m["config"] != f"{m['engine']}-{m['provider']}":
+        problems.append(f"config {m['config']!r} is not engine-provider ({m['engine']}-{m['provider']})")
+    if status in ("failed", "interrupted") and not isinstance(m["error"], str):
+        problems.append(f"a {status} run needs an 'error' string")
+    if status == "complete" and m["error"] is not None:
+        problems.append("a complete run has error set")
+    for key, subkeys in _SUB.items():
+        problems += [f"{key}.{k} is missing" for k in subkeys if k not in m[key]]
+    p = m["prompts"]
+    if not (isinstance(p.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", p["sha256"])):
+        problems.append("prompts.sha256 is not a sha256 hex digest")
+    if not isinstance(p.get("count"), int) or p["count"] < 1:
+        problems.append("prompts.count is not a positive integer")
+    if m["generation"].get("greedy") is not True:
+        problems.append("generation.greedy must be true")
+    for s in m["sensors"]:
+        if not isinstance(s, dict) or any(k not in s for k in _SENSOR_KEYS):
+            problems.append(f"sensor entry {s!r} lacks one of {_SENSOR_KEYS}")
+    phases = m["phases"]
+    required = PHASES if status == "complete" else ()
+    last_end = None
+    for name in PHASES:
+        ph = phases.get(name)
+        if ph is None:
+            if name in required:
+                problems.append(f"phases.{name} is missing")
+            continue
+        if not (isinstance(ph, dict) and _is_time(ph.get("start")) and _is_time(ph.get("end"))):
+            problems.append(f"phases.{name} needs epoch-second floats 'start' and 'end'")
+            continue
+        if ph["end"] < ph["start"]:
+            problems.append(f"phases.{name} ends before it starts")
+        if last_end is not None and ph["start"] < last_end:
+            problems.append(f"phases.{name} starts before the previous phase ends")
+        last_end = ph["end"]
+    if status == "complete":
+        s = m["summary"]
+        if not _is_time(m["finished_at"]):
+            problems.append("a complete run needs finished_at")
+        if s.get("requests") != p.get("count") or s.get("ok") != p.get("count") or s.get("failed") != 0:
+            problems.append("a complete run answers every prompt: summary requests == ok == prompts.count, failed 0")
+    return problems
+
+
+def validate_manifest(m: dict) -> dict:
+    """Return ``m`` if it follows the contract, else raise :class:`ManifestError` listing every problem."""
+    problems = manifest_problems(m)
+    if problems:
+        raise ManifestError(f"run {m.get('run_id', '?') if isinstance(m, dict) else '?'}: " + "; ".join(problems))
+    return m
+
+
+def load_manifest(run_dir: Path) -> dict:
+    return validate_manifest(json.loads((Path(run_dir) / MANIFEST).read_text()))
+
+
+def validate_run(run_dir: Path) -> dict:
+    """Manifest plus requests.csv: a complete run has one ok row per prompt, in order, in the window."""
+    m = load_manifest(run_dir)
+    if m["status"] in ("running",):
+        return m
+    path = Path(run_dir) / REQUESTS
+    if not path.exists():
+        raise ManifestError(f"run {m['run_id']}: {REQUESTS} is missing")
+    rows = read_requests(path)
+    if m["status"] == "complete":
+        problems = []
+        if [r["index"] for r in rows] != list(range(m["prompts"]["count"])):
+            problems.append("requests.csv does not hold each prompt index exactly once, in order")
+        if any(r["status"] != "ok" for r in rows):
+            problems.append("a complete run has failed requests")
+        inf = m["phases"]["inference"]
+        if any(not (inf["start"] <= r["start"] <= r["end"] <= inf["end"]) for r in rows):
+            problems.append("a request lies outside the inference window")
+        if any(b["start"] < a["end"] for a, b in zip(rows, rows[1:])):
+            problems.append("requests overlap or are out of order")
+        if problems:
+            raise ManifestError(f"run {m['run_id']}: " + "; ".join(problems))
+    return m
