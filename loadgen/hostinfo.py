@@ -68,12 +68,17 @@ def host_info() -> dict:
 
 
 def git_describe() -> str | None:
+    """``git describe`` of the source; without a checkout (an image: no .git, no git) or where git
+    fails, ``$WATTSERVE_VERSION`` (the images set it to the git describe they were built from)."""
+    fallback = os.environ.get("WATTSERVE_VERSION", "").strip() or None
+    if not (ROOT / ".git").exists():
+        return fallback
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=ROOT,
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+        return fallback
+    return (out.stdout.strip() or fallback) if out.returncode == 0 else fallback
 
 
 def software_versions() -> dict:

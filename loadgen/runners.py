@@ -1,25 +1,39 @@
-"""How the service under test is started: ``native`` (a subprocess here) now, ``docker`` later.
+"""How the service under test is started: ``native`` (a subprocess here) or ``docker`` (its
+configuration's image, ``wattserve:<config>``, through scripts/docker/serve.sh).
 
 A service is started in its own session, so a Ctrl-C in the terminal reaches only the bench, which
 then stops the service itself, in order; on Linux it also dies with the bench (PDEATHSIG) if the
 bench is killed outright, so no orphan keeps a core busy under the next run.
+
+The docker runner keeps the same process handle: serve.sh ends in ``exec docker run --rm`` in the
+foreground (host network, the image's healthcheck off), so the Popen logic (alive, wait_ready,
+SIGTERM proxied to the service, its exit code) is the native one. What differs: the model is
+prepared into the cache volume by scripts/docker/prepare.sh, ``pid`` is the container's init on the
+host (``docker inspect``), and ``stop`` always ends with ``docker rm -f`` (a client killed with
+SIGKILL leaves its container running).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER_CHOICES = ("auto", "native", "docker")
+SERVE_SH = ROOT / "scripts" / "docker" / "serve.sh"
+PREPARE_SH = ROOT / "scripts" / "docker" / "prepare.sh"
+VERSION_LABEL = "org.opencontainers.image.version"
 
 
 class RunnerError(RuntimeError):
@@ -55,11 +69,35 @@ def log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text[-lines:]) or "(log is empty)"
 
 
+# ------------------------------------------------------------------------------------ docker
+
+def docker_bin() -> str:
+    """The Docker CLI scripts/docker/common.sh uses: $DOCKER, else /usr/bin/docker, else PATH's."""
+    if os.environ.get("DOCKER"):
+        return os.environ["DOCKER"]
+    if Path("/usr/bin/docker").exists():
+        return "/usr/bin/docker"
+    return shutil.which("docker") or "docker"
+
+
+def image_name(config: str) -> str:
+    """``wattserve:<config>`` (``$WATTSERVE_IMAGE:<config>``), as serve.sh and prepare.sh name it."""
+    return f"{os.environ.get('WATTSERVE_IMAGE') or 'wattserve'}:{config}"
+
+
+def cache_volume() -> str:
+    return os.environ.get("WATTSERVE_CACHE_VOLUME") or "wattserve-cache"
+
+
+def _docker(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([docker_bin(), *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
 def docker_answers(timeout: float = 15) -> tuple[bool, str]:
     """Whether a Docker engine answers ``docker info`` (and, if not, why not)."""
     try:
-        out = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                             text=True, timeout=timeout)
+        out = _docker("info", "--format", "{{.ServerVersion}}", timeout=timeout)
     except FileNotFoundError:
         return False, "the docker command is not installed"
     except subprocess.TimeoutExpired:
@@ -70,42 +108,135 @@ def docker_answers(timeout: float = 15) -> tuple[bool, str]:
     return True, f"Docker engine {out.stdout.strip()} answers"
 
 
-def choose_runner(requested: str, probe: Callable[[], tuple[bool, str]] = docker_answers) -> tuple[str, str]:
-    """(runner, why). ``docker`` asked for explicitly is refused until the docker runner exists."""
+def image_info(image: str) -> dict | None:
+    """``{name, id, version, created}`` of a local image (version: its OCI version label, the
+    source's git describe), or None when the image does not exist (or no engine answers)."""
+    try:
+        out = _docker("image", "inspect", "--format", "{{json .}}", image)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    data = json.loads(out.stdout.strip().splitlines()[0])
+    labels = (data.get("Config") or {}).get("Labels") or {}
+    return {"name": image, "id": data.get("Id"), "version": labels.get(VERSION_LABEL),
+            "created": data.get("Created"), "repo_digests": data.get("RepoDigests") or []}
+
+
+def missing_images(configs: Sequence[str]) -> list[str]:
+    """The ``wattserve:<config>`` images of ``configs`` that do not exist locally."""
+    return [image_name(c) for c in configs if image_info(image_name(c)) is None]
+
+
+def docker_unavailable_reason(configs: Sequence[str], probe: Callable[[], tuple[bool, str]] = docker_answers,
+                              missing: Callable[[Sequence[str]], list[str]] = missing_images) -> str | None:
+    """Why the docker runner cannot run ``configs`` here (None: it can): no engine, or an image missing."""
+    ok, why = probe()
+    if not ok:
+        return (f"the docker runner needs a Docker engine, and none answers ({why}); start one "
+                "(scripts/docker/start-dockerd.sh) or use --runner native (RUNNER=native)")
+    gone = missing(list(configs))
+    if gone:
+        flavours = " ".join(sorted({"cuda" if c.endswith("-cuda") else "cpu" for c in gone}))
+        return (f"the docker runner needs the image(s) {', '.join(gone)}, which do not exist here; build them "
+                f"with `make images` (scripts/docker/build-images.sh {flavours}) or use --runner native (RUNNER=native)")
+    return None
+
+
+def choose_runner(requested: str, probe: Callable[[], tuple[bool, str]] = docker_answers, *,
+                  configs: Sequence[str] | None = None,
+                  missing: Callable[[Sequence[str]], list[str]] = missing_images) -> tuple[str, str]:
+    """(runner, why). ``docker``: refused (RunnerError, the reason) when no engine answers or an image
+    of ``configs`` is missing. ``auto``: docker only when the engine answers and every configuration's
+    image exists, else native with the reason. Without ``configs`` the images cannot be checked, so
+    ``auto`` stays native."""
     requested = (requested or "auto").strip().lower()
     if requested not in RUNNER_CHOICES:
         raise RunnerError(f"unknown runner {requested!r}; choose from {', '.join(RUNNER_CHOICES)}")
-    if requested == "docker":
-        raise RunnerError("the docker runner is not available yet (it comes with the images issue); "
-                          "use --runner native (RUNNER=native)")
     if requested == "native":
         return "native", "asked for"
+    if requested == "docker":
+        if configs is None:
+            raise RunnerError("the docker runner needs the configurations to check their images")
+        reason = docker_unavailable_reason(configs, probe, missing)
+        if reason:
+            raise RunnerError(reason)
+        return "docker", f"asked for; images {', '.join(image_name(c) for c in configs)}"
     ok, why = probe()
-    if ok:
-        return "native", f"{why}, but the docker runner is not built yet: falling back to native"
-    return "native", f"{why}: using native"
+    if not ok:
+        return "native", f"{why}: using native"
+    if configs is None:
+        return "native", f"{why}, but the configurations' images were not checked: using native"
+    gone = missing(list(configs))
+    if gone:
+        return "native", f"{why}, but there is no image {', '.join(gone)} (make images): using native"
+    return "docker", f"{why} and the image(s) {', '.join(image_name(c) for c in configs)} exist"
 
+
+def prepare_command(runner: str) -> list[str]:
+    """The prepare command (``python -m loadgen.prepare``'s arguments follow; its last stdout line is
+    the JSON result): natively that module, under docker scripts/docker/prepare.sh (same arguments,
+    same JSON, artifact paths inside the container under /cache, the cache being the volume)."""
+    if runner == "docker":
+        return [str(PREPARE_SH)]
+    if runner == "native":
+        return [sys.executable, "-m", "loadgen.prepare"]
+    raise RunnerError(f"unknown runner {runner!r}")
+
+
+def container_name(run_id: str | None) -> str:
+    """``wattserve-<run-id>`` (docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*)."""
+    import re
+
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id or f"serve-{uuid.uuid4().hex[:12]}").strip("-.")
+    return f"wattserve-{base}"
+
+
+# ------------------------------------------------------------------------------------ services
 
 class NativeService:
     """``python -m services.inference`` as a subprocess on a free loopback port."""
 
+    runner = "native"
+
     def __init__(self, config: str, model: str, *, threads: int, precision: str, log_path: Path,
-                 revision: str | None = None, trust_remote_code: bool = False) -> None:
-        self.config, self.model = config, model
+                 revision: str | None = None, trust_remote_code: bool = False, run_id: str | None = None) -> None:
+        self.config, self.model, self.run_id = config, model, run_id
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
-        argv = [sys.executable, "-m", "services.inference", "--config", config, "--model", model,
-                "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(threads),
-                "--precision", precision, "--log-level", "info"]
+        self.argv = self.command(config, model, threads=threads, precision=precision, revision=revision,
+                                 trust_remote_code=trust_remote_code)
+        self._log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.environment(), stdout=self._log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=die_with_parent)
+        except OSError:
+            self._log.close()
+            raise
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def service_args(self, config: str, model: str, *, threads: int, precision: str, revision: str | None,
+                     trust_remote_code: bool) -> list[str]:
+        """The command line of ``python -m services.inference`` (serve.sh takes the same)."""
+        argv = ["--config", config, "--model", model, "--host", "127.0.0.1", "--port", str(self.port),
+                "--threads", str(threads), "--precision", precision, "--log-level", "info"]
         if revision:
             argv += ["--revision", revision]
         if trust_remote_code:
             argv.append("--trust-remote-code")
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
-        self.client = httpx.Client(base_url=self.url, timeout=10)
+        return argv
+
+    def command(self, config: str, model: str, **kw) -> list[str]:
+        return [sys.executable, "-m", "services.inference", *self.service_args(config, model, **kw)]
+
+    def environment(self) -> dict[str, str]:
+        return child_env()
+
+    def describe(self) -> dict:
+        """How the service was run (for run.json)."""
+        return {"runner": self.runner, "python": sys.executable}
 
     @property
     def pid(self) -> int:
@@ -151,3 +282,97 @@ class NativeService:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+class DockerService(NativeService):
+    """The configuration's image, ``wattserve:<config>``, run by scripts/docker/serve.sh in the
+    foreground as container ``wattserve-<run-id>`` (host network: the service binds the same loopback
+    port as natively, no proxy in between)."""
+
+    runner = "docker"
+    pid_timeout_s = 120.0  # docker run → container started; slow only on a loaded engine
+
+    def __init__(self, config: str, model: str, *, threads: int, precision: str, log_path: Path,
+                 revision: str | None = None, trust_remote_code: bool = False, run_id: str | None = None) -> None:
+        self.container = container_name(run_id)
+        self.docker = docker_bin()
+        self._pid: int | None = None
+        self.container_image_id: str | None = None
+        self.image = image_info(image_name(config))
+        if self.image is None:
+            raise RunnerError(docker_unavailable_reason([config]) or f"no image {image_name(config)}")
+        super().__init__(config, model, threads=threads, precision=precision, log_path=log_path, revision=revision,
+                         trust_remote_code=trust_remote_code, run_id=run_id)
+
+    def command(self, config: str, model: str, **kw) -> list[str]:
+        return [str(SERVE_SH), *self.service_args(config, model, **kw)]
+
+    def environment(self) -> dict[str, str]:
+        return child_env(WATTSERVE_CONTAINER=self.container, DOCKER=self.docker)
+
+    def describe(self) -> dict:
+        image = dict(self.image or {})
+        if self.container_image_id and self.container_image_id != image.get("id"):
+            # the tag moved between the inspect and docker run: the container's own image is the truth
+            image = image_info(self.container_image_id) or {"id": self.container_image_id}
+            image["name"] = image_name(self.config)
+        return {"runner": self.runner, "container": self.container, "image": image,
+                "cache_volume": cache_volume(), "network": os.environ.get("WATTSERVE_DOCKER_NETWORK") or "host"}
+
+    def info(self) -> dict:
+        """``GET /info`` plus ``image`` (name, id, version label) and ``container``."""
+        d = self.describe()
+        return {**super().info(), "image": d["image"], "container": d["container"]}
+
+    @property
+    def pid(self) -> int:
+        """The container's init process on the host (its process tree is the service), once started."""
+        if self._pid:
+            return self._pid
+        deadline = time.monotonic() + self.pid_timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise self.died("while its container was starting")
+            try:
+                out = _docker("inspect", "--format", "{{.State.Pid}} {{.Image}}", self.container, timeout=15)
+            except subprocess.TimeoutExpired:
+                continue
+            if out.returncode == 0:
+                pid, _, image = out.stdout.strip().partition(" ")
+                if pid.isdigit() and int(pid) > 0:
+                    self._pid, self.container_image_id = int(pid), image or None
+                    return self._pid
+            time.sleep(0.1)
+        raise RunnerError(f"container {self.container} had no process after {self.pid_timeout_s:.0f} s; "
+                          f"last lines of {self.log_path}:\n{log_tail(self.log_path)}")
+
+    def stop(self, grace: float = 15) -> int | None:
+        """The native stop (SIGTERM to the docker client, proxied to the service), then always
+        ``docker rm -f``, and wait until the container is gone (``--rm`` may still be removing it)."""
+        try:
+            return super().stop(grace)
+        finally:
+            self.remove()
+
+    def remove(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                _docker("rm", "-f", self.container, timeout=max(1.0, deadline - time.monotonic()))
+                if _docker("inspect", "--format", "{{.Id}}", self.container, timeout=15).returncode != 0:
+                    return
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            time.sleep(0.2)
+
+
+SERVICES: dict[str, type[NativeService]] = {"native": NativeService, "docker": DockerService}
+
+
+def start_service(runner: str, config: str, model: str, **kw) -> NativeService:
+    """Start the service the runner's way (keywords: those of :class:`NativeService`)."""
+    try:
+        cls = SERVICES[runner]
+    except KeyError:
+        raise RunnerError(f"unknown runner {runner!r}") from None
+    return cls(config, model, **kw)

@@ -31,6 +31,10 @@ class OpenVinoEngine(Engine):
     def ov_config(self) -> dict[str, str]:
         return {
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.settings.precision],
+            # the CPU plugin compresses the KV cache (u8) and quantizes activations dynamically by
+            # default for LLMs: both change greedy tokens, so both are pinned to the precision
+            "KV_CACHE_PRECISION": PRECISION_HINTS[self.settings.precision],
+            "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
             "INFERENCE_NUM_THREADS": str(self.settings.threads),
             "PERFORMANCE_HINT": "LATENCY",
             "CACHE_DIR": "",
