@@ -102,6 +102,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"CPU threads for every engine (default: all usable cores, here {default_threads()})")
     p.add_argument("--shuffle", type=int, metavar="SEED", default=None,
                    help="shuffle the configuration order within each repetition with this seed")
+    p.add_argument("--sample-interval", type=float, default=0.5,
+                   help="seconds between sensor scrapes (default 0.5)")
+    p.add_argument("--no-sensors", action="store_true",
+                   help="start no exporters: energy is recorded as missing (never 0 J)")
     p.add_argument("--revision", default=None, help="hub revision of MODEL")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code to run")
     return p
@@ -226,6 +230,14 @@ def main(argv=None) -> int:
     host, software = host_info(), software_versions()
     progress = Progress(len(order), warmup_s=s.warmup_s, cooldown_s=s.cooldown_s, prompts=s.prompts.count)
     summaries, interrupted = [], False
+    sampler = None
+    if not args.no_sensors:
+        from services.exporters.sampler import LocalSampler
+
+        if not 0.05 <= args.sample_interval <= 10:
+            print("error: --sample-interval must be between 0.05 and 10 seconds", file=sys.stderr)
+            return 2
+        sampler = LocalSampler(interval_s=args.sample_interval)
     try:
         for i, (rep, config) in enumerate(order, 1):
             progress.start_run(i, f"{config} {s.model} r{rep}/{s.reps}")
@@ -235,7 +247,7 @@ def main(argv=None) -> int:
                            max_length=s.max_length, ignore_eos=s.ignore_eos, threads=s.threads,
                            runner=s.runner, revision=s.revision, trust_remote_code=s.trust_remote_code,
                            bench_id=bench_id, order=i)
-            summaries.append(summarize(run_once(plan, progress=progress, host=host, software=software)))
+            summaries.append(summarize(run_once(plan, sampler=sampler, progress=progress, host=host, software=software)))
     except RunInterrupted as exc:
         summaries.append(summarize(exc.run_dir))
         interrupted = True

@@ -34,6 +34,7 @@ from loadgen.replay import LocustReplay
 from loadgen.runfolder import SCHEMA, RunFolder
 from loadgen.runners import ROOT, NativeService, RunnerError, child_env, die_with_parent, log_tail
 from loadgen.sampling import NullSampler, Sampler
+from loadgen.summary import energy_summary
 
 DEFAULT_MAX_LENGTH = 128  # the study's limit, prompt included
 
@@ -308,6 +309,11 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                     manifest["sampler_error"] = f"{type(exc).__name__}: {exc}"
             rows = folder.finalize_requests()
             summary = summarize_rows(rows, plan.prompts.count, phases)
+            if sampling:
+                try:
+                    summary["energy"] = energy_summary(folder.path, phases)
+                except Exception as exc:  # the run stands; its energy is missing, and says why
+                    manifest["energy_error"] = f"{type(exc).__name__}: {exc}"
             if status == "complete" and summary["recorded"] < summary["requests"]:
                 status, error = "failed", f"only {summary['recorded']} of {summary['requests']} requests recorded"
             elif status == "complete" and summary["failed"]:

@@ -19,7 +19,36 @@ COLUMNS = ("run", "config", "model", "status", "requests ok/total", "inference s
            "tokens/s", "energy", f"agreement vs {REFERENCE}")
 
 
+def energy_summary(run_dir: Path, phases: dict) -> dict:
+    """Energy of the inference window from the run's sampled series (the analysis library's
+    functions, so the bench table and ``make analyze`` agree): global = CPU + GPU as in the study,
+    every domain with its source, whether it is estimated, idle power and dynamic energy."""
+    from analysis.energy import dynamic_energy, global_energy, idle_power, load_series, window_energy
+
+    series = load_series(run_dir)
+    inf, before = phases.get("inference") or {}, phases.get("idle_before") or {}
+    if series.empty or "end" not in inf:
+        return {}
+    readings = window_energy(series, inf["start"], inf["end"])
+    idle = idle_power(series, before["start"], before["end"]) if "end" in before else {}
+    duration = inf["end"] - inf["start"]
+    total = global_energy(readings)
+    return {
+        "inference_j": total.joules,
+        "estimated": total.estimated,
+        "complete": total.complete,
+        "missing": list(total.missing),
+        "domains": {
+            d: {"joules": r.joules, "source": r.source, "estimated": r.estimated, "method": r.method,
+                "complete": r.complete, "idle_w": idle.get(d),
+                "dynamic_j": dynamic_energy(r, idle.get(d), duration)}
+            for d, r in readings.items()
+        },
+    }
+
+
 def energy_cell(manifest: dict) -> str:
+    """Global energy of the inference window with where it came from; estimates say so."""
     sensors = manifest.get("sensors") or []
     if not sensors:
         return "n/a (no sensor)"
@@ -27,7 +56,13 @@ def energy_cell(manifest: dict) -> str:
         return "n/a (sensors unavailable)"
     energy = (manifest.get("summary") or {}).get("energy") or {}
     joules = energy.get("inference_j") if isinstance(energy, dict) else None
-    return f"{joules:.1f} J" if isinstance(joules, (int, float)) else "n/a (not computed)"
+    if not isinstance(joules, (int, float)):
+        return "n/a (not computed)"
+    sources = ", ".join(f"{d}: {v['source']}" for d, v in sorted((energy.get("domains") or {}).items())
+                        if d in ("cpu", "gpu") and v.get("joules") is not None)
+    kind = "ESTIMATED" if energy.get("estimated") else "measured"
+    partial = "" if energy.get("complete") else ", incomplete"
+    return f"{joules:.1f} J ({kind}; {sources}{partial})"
 
 
 def summarize(run_dir: Path) -> dict:
