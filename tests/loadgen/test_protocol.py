@@ -14,6 +14,7 @@ import pytest
 
 from loadgen.prompts import load_prompts
 from loadgen.runfolder import PHASES, read_requests, validate_manifest, validate_run
+from services.exporters.sampler import powercap_state
 from tests.conftest import ROOT
 from tests.loadgen.conftest import QUICK, manifest, run_bench, run_dirs, start_bench, wait_for_rows
 
@@ -47,7 +48,18 @@ def test_bench_replays_every_prompt_once_in_order_inside_the_window(tmp_path, ti
         assert m["generation"]["max_new_tokens"] == 8 and m["generation"]["threads"] == 1
         assert m["model"]["name"] == "tiny" and m["model"]["content_hash"]
         assert m["service"]["config"] == m["config"] and m["service"]["state"] == "ready"
-        assert m["sensors"] == [] and m["host"]["cpu_count"] >= 1 and m["software"]["locust"]
+        assert m["host"]["cpu_count"] >= 1 and m["software"]["locust"]
+        sensors = {x["name"]: x for x in m["sensors"]}
+        assert sensors["host"]["available"]  # utilization is recorded whatever measures energy
+        cpu = m["summary"]["energy"]["domains"]["cpu"]
+        if powercap_state() == "readable":
+            assert cpu["source"] == "rapl" and not cpu["estimated"]
+        else:  # this VM: no RAPL, so the CPU energy is an estimate and says so
+            assert "rapl" not in sensors and sensors["estimate"]["estimated"] is True
+            assert cpu["source"] == "estimate" and cpu["estimated"] is True and m["summary"]["energy"]["estimated"]
+        assert cpu["joules"] > 0 and cpu["complete"]
+        series = (d / "series.csv").read_text()
+        assert "wattserve_cpu_utilization_ratio" in series and "wattserve_process_cpu_seconds_total" in series
 
         ph = m["phases"]
         times = [t for name in PHASES for t in (ph[name]["start"], ph[name]["end"])]
@@ -71,7 +83,7 @@ def test_bench_replays_every_prompt_once_in_order_inside_the_window(tmp_path, ti
 
     table = r.stdout
     assert "| torch-cpu" in table and "ref" in table and "100.0% (164/164)" in table  # onnx == torch
-    assert "n/a (no sensor)" in table
+    assert ("ESTIMATED; cpu: estimate" if powercap_state() != "readable" else "measured; cpu: rapl") in table
     reports = list(results.glob("bench-*.md"))
     assert len(reports) == 1 and "100.0% (164/164)" in reports[0].read_text()
 
