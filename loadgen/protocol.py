@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadgen.hostinfo import host_info, software_versions
+from loadgen.overhead import overhead as cpu_overhead
+from loadgen.overhead import snapshot as cpu_snapshot
 from loadgen.prompts import PromptSet
 from loadgen.replay import LocustReplay
 from loadgen.runfolder import SCHEMA, RunFolder
@@ -285,7 +287,9 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         end("idle_before")
 
         begin("inference")
+        cpu_start = cpu_snapshot(service.pid)
         phases["inference"]["end"] = replay_prompts(plan, service, folder, progress)
+        manifest["harness_overhead"] = cpu_overhead(cpu_start, cpu_snapshot(service.pid))
 
         begin("idle_after")
         idle(service, plan.cooldown_s, "idle_after")

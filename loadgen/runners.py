@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -123,6 +124,20 @@ def image_info(image: str) -> dict | None:
             "created": data.get("Created"), "repo_digests": data.get("RepoDigests") or []}
 
 
+def images_note(configs: Sequence[str]) -> str:
+    """``wattserve:onnx-cpu (version)``, and a warning when an image was built from another source
+    version than this checkout's (a stale image serves old code)."""
+    from loadgen.hostinfo import git_describe
+
+    infos = [image_info(image_name(c)) or {"name": image_name(c)} for c in configs]
+    text = ", ".join(f"{i['name']} ({i.get('version') or 'no version label'})" for i in infos)
+    here = git_describe()
+    stale = sorted({i["version"] for i in infos if i.get("version")} - {here}) if here else []
+    if stale:
+        text += f"; WARNING: built from {', '.join(stale)}, this checkout is {here}: `make images` rebuilds them"
+    return text
+
+
 def missing_images(configs: Sequence[str]) -> list[str]:
     """The ``wattserve:<config>`` images of ``configs`` that do not exist locally."""
     return [image_name(c) for c in configs if image_info(image_name(c)) is None]
@@ -138,8 +153,8 @@ def docker_unavailable_reason(configs: Sequence[str], probe: Callable[[], tuple[
     gone = missing(list(configs))
     if gone:
         flavours = " ".join(sorted({"cuda" if c.endswith("-cuda") else "cpu" for c in gone}))
-        return (f"the docker runner needs the image(s) {', '.join(gone)}, which do not exist here; build them "
-                f"with `make images` (scripts/docker/build-images.sh {flavours}) or use --runner native (RUNNER=native)")
+        return (f"the docker runner needs the image(s) {', '.join(gone)}, which do not exist here; build them with "
+                f"`make images` (scripts/docker/build-images.sh {flavours}) or use --runner native (RUNNER=native)")
     return None
 
 
@@ -161,7 +176,7 @@ def choose_runner(requested: str, probe: Callable[[], tuple[bool, str]] = docker
         reason = docker_unavailable_reason(configs, probe, missing)
         if reason:
             raise RunnerError(reason)
-        return "docker", f"asked for; images {', '.join(image_name(c) for c in configs)}"
+        return "docker", f"asked for; images {images_note(configs)}"
     ok, why = probe()
     if not ok:
         return "native", f"{why}: using native"
@@ -170,7 +185,7 @@ def choose_runner(requested: str, probe: Callable[[], tuple[bool, str]] = docker
     gone = missing(list(configs))
     if gone:
         return "native", f"{why}, but there is no image {', '.join(gone)} (make images): using native"
-    return "docker", f"{why} and the image(s) {', '.join(image_name(c) for c in configs)} exist"
+    return "docker", f"{why} and every image exists: {images_note(configs)}"
 
 
 def prepare_command(runner: str) -> list[str]:
@@ -186,8 +201,6 @@ def prepare_command(runner: str) -> list[str]:
 
 def container_name(run_id: str | None) -> str:
     """``wattserve-<run-id>`` (docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*)."""
-    import re
-
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id or f"serve-{uuid.uuid4().hex[:12]}").strip("-.")
     return f"wattserve-{base}"
 
@@ -320,7 +333,14 @@ class DockerService(NativeService):
                 "cache_volume": cache_volume(), "network": os.environ.get("WATTSERVE_DOCKER_NETWORK") or "host"}
 
     def info(self) -> dict:
-        """``GET /info`` plus ``image`` (name, id, version label) and ``container``."""
+        """``GET /info`` plus ``image`` (name, id, version label: the container's own) and ``container``."""
+        if self.container_image_id is None:
+            try:
+                out = _docker("inspect", "--format", "{{.Image}}", self.container, timeout=15)
+                if out.returncode == 0:
+                    self.container_image_id = out.stdout.strip() or None
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         d = self.describe()
         return {**super().info(), "image": d["image"], "container": d["container"]}
 

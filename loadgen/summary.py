@@ -16,7 +16,7 @@ from loadgen.runfolder import MANIFEST, REQUESTS, read_requests
 
 REFERENCE = "torch-cpu"
 COLUMNS = ("run", "config", "model", "status", "requests ok/total", "inference s", "median latency s",
-           "tokens/s", "energy", f"agreement vs {REFERENCE}")
+           "tokens/s", "energy", "harness CPU", f"agreement vs {REFERENCE}")
 
 
 def energy_summary(run_dir: Path, phases: dict) -> dict:
@@ -86,6 +86,7 @@ def summarize(run_dir: Path) -> dict:
         "median_latency_s": s.get("median_latency_s"),
         "tokens_per_s": s.get("tokens_per_s"),
         "energy": energy_cell(m),
+        "harness_share": (m.get("harness_overhead") or {}).get("harness_share_of_service"),
     }
 
 
@@ -130,13 +131,18 @@ def _num(v, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
 
+def _percent(ratio) -> str:
+    return f"{100 * ratio:.1f} %" if isinstance(ratio, (int, float)) else "-"
+
+
 def comparison_table(summaries: list[dict]) -> str:
     """A Markdown table (also readable as plain text)."""
     rows = []
     for s, agree in zip(summaries, agreement_cells(summaries)):
         rows.append((s["run_id"], s["config"], s["model"] or "-", s["status"],
                      f"{s['requests_ok']}/{s['requests_total']}", _num(s["inference_s"], ".1f"),
-                     _num(s["median_latency_s"], ".3f"), _num(s["tokens_per_s"], ".1f"), s["energy"], agree))
+                     _num(s["median_latency_s"], ".3f"), _num(s["tokens_per_s"], ".1f"), s["energy"],
+                     _percent(s["harness_share"]), agree))
     widths = [max(len(str(c)) for c in col) for col in zip(COLUMNS, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [line(COLUMNS), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]

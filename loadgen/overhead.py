@@ -1,0 +1,59 @@
+"""How much CPU does the measuring harness itself take while the service answers prompts?
+
+Snapshots at the inference window's edges: the harness = this bench process (sampler thread,
+progress, protocol), its children that are not the service (exporters, Locust) and, once reaped,
+finished children (Locust exits inside the window); the service = the service process and its
+descendants. Overhead = harness CPU seconds / service CPU seconds (goal: ≤ 1 %).
+With the docker runner the service's CPU lives in the container, outside this process tree, so
+the service side reads as (almost) zero and the ratio is left out.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    harness_s: float
+    service_s: float
+
+
+def _cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return t.user + t.system
+
+
+def snapshot(service_pid: int | None) -> CpuSnapshot:
+    me = psutil.Process()
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    harness, service = _cpu(me) + reaped.ru_utime + reaped.ru_stime, 0.0
+    service_tree: set[int] = set()
+    if service_pid:
+        try:
+            root = psutil.Process(service_pid)
+            service_tree = {service_pid} | {c.pid for c in root.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pass
+    for child in me.children(recursive=True):
+        try:
+            if child.pid in service_tree:
+                service += _cpu(child)
+            else:
+                harness += _cpu(child)
+        except psutil.NoSuchProcess:  # ended between listing and reading: counted once reaped
+            continue
+    return CpuSnapshot(harness, service)
+
+
+def overhead(start: CpuSnapshot, end: CpuSnapshot) -> dict:
+    harness = end.harness_s - start.harness_s
+    service = end.service_s - start.service_s
+    return {
+        "harness_cpu_s": round(harness, 3),
+        "service_cpu_s": round(service, 3),
+        "harness_share_of_service": round(harness / service, 5) if service > 1e-3 else None,
+    }
