@@ -39,7 +39,7 @@ every option can also come from an environment variable (how `make bench` passes
 CONFIG: one configuration (onnx-cpu), a comma list (torch-cpu,ov-cpu), or a group: cpu, cuda, all.
 MODEL:  tiny (built here, offline), shape:<hf id>, a registry name, a Hugging Face id, or a folder.
 PROMPTS: paper (the study's 164 prompts, hash-checked) or a JSONL file (python -m loadgen.generate_prompts).
-RUNNER: auto (docker when a Docker engine answers, else native), native, docker (not available yet).
+RUNNER: auto (docker when a Docker engine answers and every configuration's image exists, else native), native, docker.
 
 examples:
   python -m loadgen.bench                                  # every CPU config on tiny, 1 rep, 5 s idle windows
@@ -173,7 +173,8 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
     if results.exists() and not results.is_dir():
         raise UsageError(f"RESULTS {results} exists and is not a directory")
     try:
-        runner, why = choose_runner(get(args.runner, "RUNNER"), **({"probe": probe_docker} if probe_docker else {}))
+        runner, why = choose_runner(get(args.runner, "RUNNER"), configs=configs,
+                                    **({"probe": probe_docker} if probe_docker else {}))
     except RunnerError as exc:
         raise UsageError(str(exc)) from None
     return Settings(configs=configs, model=model, reps=reps, warmup_s=warmup, cooldown_s=cooldown, prompts=prompts,

@@ -4,8 +4,8 @@ Snapshots at the inference window's edges: the harness = this bench process (sam
 progress, protocol), its children that are not the service (exporters, Locust) and, once reaped,
 finished children (Locust exits inside the window); the service = the service process and its
 descendants. Overhead = harness CPU seconds / service CPU seconds (goal: ≤ 1 %).
-With the docker runner the service's CPU lives in the container, outside this process tree, so
-the service side reads as (almost) zero and the ratio is left out.
+With the docker runner the service's pid is the container's init on the host: its tree is read
+the same way, though it is not a child of this process.
 """
 
 from __future__ import annotations
@@ -35,15 +35,16 @@ def snapshot(service_pid: int | None) -> CpuSnapshot:
     if service_pid:
         try:
             root = psutil.Process(service_pid)
-            service_tree = {service_pid} | {c.pid for c in root.children(recursive=True)}
+            tree = [root, *root.children(recursive=True)]
+            service_tree = {p.pid for p in tree}
+            service = sum(_cpu(p) for p in tree)
         except psutil.NoSuchProcess:
             pass
     for child in me.children(recursive=True):
+        if child.pid in service_tree:
+            continue
         try:
-            if child.pid in service_tree:
-                service += _cpu(child)
-            else:
-                harness += _cpu(child)
+            harness += _cpu(child)
         except psutil.NoSuchProcess:  # ended between listing and reading: counted once reaped
             continue
     return CpuSnapshot(harness, service)

@@ -34,7 +34,8 @@ from loadgen.overhead import snapshot as cpu_snapshot
 from loadgen.prompts import PromptSet
 from loadgen.replay import LocustReplay
 from loadgen.runfolder import SCHEMA, RunFolder
-from loadgen.runners import ROOT, NativeService, RunnerError, child_env, die_with_parent, log_tail
+from loadgen.runners import (ROOT, NativeService, RunnerError, child_env, die_with_parent, log_tail, prepare_command,
+                             start_service)
 from loadgen.sampling import NullSampler, Sampler
 from loadgen.summary import energy_summary
 
@@ -86,8 +87,8 @@ class RunPlan:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.rep <= self.reps:
             raise ValueError(f"rep must be in 1..reps, got {self.rep} of {self.reps}")
-        if self.runner != "native":
-            raise ValueError(f"runner {self.runner!r} is not available yet; only 'native' is")
+        if self.runner not in ("native", "docker"):
+            raise ValueError(f"runner {self.runner!r} is not one of native, docker")
         if self.threads == 0:
             object.__setattr__(self, "threads", default_threads())
 
@@ -127,7 +128,7 @@ def signals_deferred():
 
 
 def run_prepare(plan: RunPlan, log_path: Path) -> dict:
-    argv = [sys.executable, "-m", "loadgen.prepare", "--config", plan.config, "--model", plan.model,
+    argv = [*prepare_command(plan.runner), "--config", plan.config, "--model", plan.model,
             "--threads", str(plan.threads), "--precision", plan.precision]
     if plan.revision:
         argv += ["--revision", plan.revision]
@@ -273,9 +274,10 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         sampler.start(folder.path)
         sampling = True
         begin("load")
-        service = NativeService(cfg.name, plan.model, threads=plan.threads, precision=plan.precision,
+        service = start_service(plan.runner, cfg.name, plan.model, threads=plan.threads, precision=plan.precision,
                                 log_path=folder.path / "service.log", revision=plan.revision,
-                                trust_remote_code=plan.trust_remote_code)
+                                trust_remote_code=plan.trust_remote_code, run_id=folder.run_id)
+        manifest["runner_details"] = service.describe()
         if hasattr(sampler, "service_started"):
             sampler.service_started(service.pid)
         service.wait_ready(plan.ready_timeout_s)

@@ -19,7 +19,7 @@ from tests.loadgen.conftest import run_bench
     (["--warmup", "-1"], {}, "WARMUP (seconds) must be >= 0"),
     (["--prompts", "/nonexistent/prompts.jsonl"], {}, "neither a named set (paper) nor a readable JSONL file"),
     (["--model", "no-such-model"], {}, "unknown model 'no-such-model'"),
-    ([], {"RUNNER": "docker"}, "the docker runner is not available yet"),
+    ([], {"RUNNER": "docker", "WATTSERVE_IMAGE": "wattserve-no-such-image"}, "the docker runner needs"),
     (["--runner", "kubernetes"], {}, "unknown runner 'kubernetes'"),
     (["--preset", "fast"], {}, "unknown preset 'fast'"),
     (["--timeout", "0"], {}, "--timeout (seconds) must be > 0"),
@@ -71,9 +71,9 @@ def test_runs_are_interleaved_by_repetition():
     assert schedule(s) == [(1, "torch-cpu"), (1, "onnx-cpu"), (2, "torch-cpu"), (2, "onnx-cpu")]
 
 
-def test_runner_choice():
-    assert choose_runner("auto", probe=lambda: (True, "Docker 27 answers"))[0] == "native"
-    assert "falling back to native" in choose_runner("auto", probe=lambda: (True, "Docker 27 answers"))[1]
+def test_runner_choice():  # the docker cases in full: tests/loadgen/test_docker_runner.py
+    no_engine = lambda: (False, "no engine here")  # noqa: E731
     assert choose_runner("native")[0] == "native"
-    with pytest.raises(RunnerError, match="not available yet"):
-        choose_runner("docker")
+    assert choose_runner("auto", probe=no_engine, configs=["onnx-cpu"]) == ("native", "no engine here: using native")
+    with pytest.raises(RunnerError, match="needs a Docker engine"):
+        choose_runner("docker", probe=no_engine, configs=["onnx-cpu"])

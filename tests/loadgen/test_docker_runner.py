@@ -19,8 +19,8 @@ import pytest
 from loadgen import hostinfo
 from loadgen.prompts import load_prompts
 from loadgen.runfolder import read_requests, validate_manifest, validate_run
-from loadgen.runners import (RunnerError, choose_runner, container_name, docker_unavailable_reason, image_name,
-                             prepare_command, start_service)
+from loadgen.runners import (RunnerError, choose_runner, container_name, docker_answers, docker_unavailable_reason,
+                             image_name, prepare_command, start_service)
 from tests.docker.conftest import DOCKER, TEST_VOLUME, docker, engine_status, seed_tiny
 from tests.loadgen.conftest import QUICK, manifest, run_bench, run_dirs, start_bench, wait_for_rows
 
@@ -35,10 +35,10 @@ NO = lambda: (False, "'docker info' failed: Cannot connect to the Docker daemon"
 def test_auto_picks_docker_only_with_an_engine_and_every_image():
     none_missing = lambda configs: []  # noqa: E731
     runner, why = choose_runner("auto", probe=YES, configs=["onnx-cpu", "ov-cpu"], missing=none_missing)
-    assert runner == "docker" and "wattserve:onnx-cpu" in why and "wattserve:ov-cpu" in why
+    assert runner == "docker" and image_name("onnx-cpu") in why and image_name("ov-cpu") in why
     runner, why = choose_runner("auto", probe=YES, configs=["onnx-cpu", "ov-cpu"],
                                 missing=lambda configs: ["wattserve:ov-cpu"])
-    assert runner == "native" and "no image wattserve:ov-cpu" in why and "make images" in why
+    assert runner == "native" and "no image wattserve:ov-cpu" in why and "make images" in why  # as `missing` said
     runner, why = choose_runner("auto", probe=NO, configs=["onnx-cpu"], missing=none_missing)
     assert runner == "native" and "Cannot connect" in why
     runner, why = choose_runner("auto", probe=YES, missing=none_missing)  # configs unknown: images unchecked
@@ -50,7 +50,7 @@ def test_explicit_docker_is_refused_without_an_engine_or_an_image():
     assert choose_runner("docker", probe=YES, configs=["onnx-cpu"], missing=lambda c: [])[0] == "docker"
     with pytest.raises(RunnerError, match=r"needs a Docker engine.*Cannot connect.*start-dockerd"):
         choose_runner("docker", probe=NO, configs=["onnx-cpu"])
-    with pytest.raises(RunnerError, match=r"wattserve:torch-cuda, which do not exist.*make images.*build-images.sh cuda"):
+    with pytest.raises(RunnerError, match=r":torch-cuda, which do not exist.*make images.*build-images.sh cuda"):
         choose_runner("docker", probe=YES, configs=["onnx-cpu", "torch-cuda"],
                       missing=lambda configs: [image_name(c) for c in configs if c.endswith("cuda")])
     assert docker_unavailable_reason(["onnx-cpu"], probe=YES, missing=lambda c: []) is None
@@ -63,10 +63,21 @@ def test_explicit_docker_with_a_missing_image_exits_2_and_starts_nothing(tmp_pat
                   WATTSERVE_IMAGE="wattserve-no-such-image")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "the docker runner needs" in r.stderr
-    ok, _ = engine_status()
+    ok, _ = docker_answers()  # the bench's own probe
     assert ("make images" if ok else "Docker engine") in r.stderr, r.stderr
     assert not results.exists()
     assert containers() == before
+
+
+def test_the_runner_reason_names_the_image_versions_and_warns_when_stale(monkeypatch):
+    from loadgen import runners
+
+    monkeypatch.setattr(runners, "image_info", lambda image: {"name": image, "id": "sha256:x", "version": "abc1234"})
+    monkeypatch.setattr(hostinfo, "git_describe", lambda: "abc1234")
+    assert runners.images_note(["onnx-cpu"]) == f"{image_name('onnx-cpu')} (abc1234)"
+    monkeypatch.setattr(hostinfo, "git_describe", lambda: "def5678-dirty")
+    note = choose_runner("auto", probe=YES, configs=["onnx-cpu"], missing=lambda c: [])[1]
+    assert "built from abc1234, this checkout is def5678-dirty" in note and "make images" in note
 
 
 def test_prepare_command_and_container_name():
