@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from loadgen.prompts import PromptSet
-from loadgen.runners import ROOT, child_env, die_with_parent
+from loadgen.runners import ROOT, child_env, die_with_parent, terminate
 
 LOCUSTFILE = ROOT / "loadgen" / "locustfile.py"
 
@@ -57,13 +57,7 @@ class LocustReplay:
 
     def stop(self, grace: float = 10) -> int | None:
         """SIGTERM (Locust still writes its statistics), SIGKILL after ``grace`` seconds."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, grace)
         if not self._log.closed:
             self._log.close()
         return self.proc.returncode

@@ -207,6 +207,18 @@ def container_name(run_id: str | None) -> str:
 
 # ------------------------------------------------------------------------------------ services
 
+def terminate(proc: subprocess.Popen, grace: float) -> int | None:
+    """SIGTERM (so the child can shut down cleanly), SIGKILL after ``grace`` seconds; reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class NativeService:
     """``python -m services.inference`` as a subprocess on a free loopback port."""
 
@@ -286,13 +298,7 @@ class NativeService:
     def stop(self, grace: float = 15) -> int | None:
         """SIGTERM (uvicorn shuts down cleanly), then SIGKILL after ``grace`` seconds."""
         self.client.close()
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, grace)
         self._log.close()
         return self.proc.returncode
 

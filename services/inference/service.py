@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from services.inference.configs import ServingConfig
 from services.inference.engines import Engine, EngineSettings, engine_class
 from services.inference.schemas import DEFAULT_MAX_LENGTH
-from services.models.resolve import ModelSpec, materialize
+from services.models.resolve import ModelSpec, context_length, materialize
 
 log = logging.getLogger("wattserve.inference")
 
 WARMUP_PROMPT = "def add(a, b):\n    return"
-CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "seq_length", "max_sequence_length", "n_ctx")
 
 
 class InvalidRequest(ValueError):
@@ -40,14 +39,6 @@ class Generation:
     @property
     def latency_s(self) -> float:
         return self.finished_at - self.started_at
-
-
-def context_length(config) -> int:
-    for key in CONTEXT_KEYS:
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
 
 
 class InferenceService:

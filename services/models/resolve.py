@@ -79,6 +79,18 @@ def size_category(params: int) -> int:
     return 1 if params < 1_000_000_000 else 2 if params < 2_000_000_000 else 3
 
 
+CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "seq_length", "max_sequence_length", "n_ctx")
+
+
+def context_length(config) -> int:
+    """A transformers config's context window, whichever name its architecture gives it."""
+    for key in CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
 def content_hash(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):

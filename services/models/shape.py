@@ -18,7 +18,7 @@ def _build(out: Path, config_file: Path, progress) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from services.models.resolve import META_FILE, content_hash
+    from services.models.resolve import META_FILE, content_hash, context_length
     from services.models.tiny import humaneval_texts, train_tokenizer
 
     raw = {k: v for k, v in json.loads(config_file.read_text()).items() if not k.startswith("_")}
@@ -28,7 +28,7 @@ def _build(out: Path, config_file: Path, progress) -> None:
     torch.manual_seed(SEED)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     tokenizer = train_tokenizer(humaneval_texts())
-    tokenizer.model_max_length = _context(config)
+    tokenizer.model_max_length = context_length(config)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
@@ -36,12 +36,6 @@ def _build(out: Path, config_file: Path, progress) -> None:
             "random_weights": True, "content_hash": content_hash(out)}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     progress(f"  {params / 1e6:.0f}M parameters written")
-
-
-def _context(config) -> int:
-    from services.inference.service import context_length
-
-    return context_length(config)
 
 
 def build_shape(hf_id: str, config_file: Path, models_dir: Path, progress=print) -> Path:

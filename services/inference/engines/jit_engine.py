@@ -238,7 +238,7 @@ class JitEngine(Engine):
     def _build(self, out: Path, progress) -> None:
         import torch
 
-        from services.inference.service import context_length
+        from services.models.resolve import context_length
 
         threads = torch.get_num_threads()
         torch.set_num_threads(self.settings.threads)  # verify with the threads it will serve with
