@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadgen.preflight import PreflightError, check_results, run_bytes
 from loadgen.progress import Progress, hms
 from loadgen.prompts import PromptError, PromptSet, load_prompts
 from loadgen.protocol import RunInterrupted, RunPlan, default_threads, run_once
@@ -170,13 +171,15 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
     except PromptError as exc:
         raise UsageError(str(exc)) from None
     results = Path(get(args.results, "RESULTS")).expanduser().resolve()  # children run elsewhere
-    if results.exists() and not results.is_dir():
-        raise UsageError(f"RESULTS {results} exists and is not a directory")
     try:
         runner, why = choose_runner(get(args.runner, "RUNNER"), configs=configs,
                                     **({"probe": probe_docker} if probe_docker else {}))
     except RunnerError as exc:
         raise UsageError(str(exc)) from None
+    try:  # last: a refused start leaves no folder behind
+        check_results(results, run_bytes(warmup, cooldown, prompts.count, args.sample_interval))
+    except PreflightError as exc:
+        raise UsageError(f"RESULTS: {exc}") from None
     return Settings(configs=configs, model=model, reps=reps, warmup_s=warmup, cooldown_s=cooldown, prompts=prompts,
                     results=results, runner=runner, runner_reason=why, request_timeout_s=timeout,
                     ready_timeout_s=ready_timeout, max_new_tokens=args.max_new_tokens, max_length=args.max_length,

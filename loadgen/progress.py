@@ -24,10 +24,11 @@ def hms(seconds: float | None) -> str:
 
 class Progress:
     def __init__(self, total_runs: int, *, warmup_s: float, cooldown_s: float, prompts: int,
-                 stream=None, tty: bool | None = None) -> None:
+                 rest_s: float = 0.0, stream=None, tty: bool | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.total_runs, self.warmup_s, self.cooldown_s, self.prompts = total_runs, warmup_s, cooldown_s, prompts
+        self.rest_s = rest_s  # the wait between two runs (a study's rest), not part of a run
         self.run_i = 0
         self.label = ""
         self.phase = "-"
@@ -96,6 +97,10 @@ class Progress:
             "idle_after": max(0.0, self.cooldown_s - elapsed),
         }.get(self.phase, 0.0)
         runs_left = self.total_runs - self.run_i
+        if self.phase == "rest":  # between run run_i and the next: this rest, then one before each later run
+            left = max(0.0, self.rest_s - elapsed) + max(0, runs_left - 1) * self.rest_s
+        else:
+            left += runs_left * self.rest_s
         if runs_left:
             if self.run_durations:
                 left += runs_left * mean(self.run_durations)

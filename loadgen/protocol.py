@@ -72,6 +72,7 @@ class RunPlan:
     sample_interval_s: float | None = None
     bench_id: str | None = None
     order: int | None = None  # position in the bench
+    study: dict | None = None  # {name, cell, attempt, ...} when the run belongs to a study (loadgen/study.py)
 
     def __post_init__(self) -> None:
         for name in ("warmup_s", "cooldown_s", "stop_delay_s"):
@@ -181,6 +182,11 @@ def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, pro
                 size, rows, changed = new_size, replay.rows(), time.monotonic()
                 lat = replay.latencies()
                 progress.requests(rows, statistics.fmean(lat) if lat else None)
+                if (lost := replay.first_unanswered()) is not None:
+                    # a hung service would make every remaining request wait out its timeout
+                    raise RunnerError(f"request #{lost['index']} ({lost['task_id']}) got no answer "
+                                      f"({lost['error'] or 'no response'}) after {float(lost['latency_s']):.1f} s: "
+                                      f"the service is hung or unreachable; stopped the run and the service")
             elif time.monotonic() - changed > stall_limit:
                 raise RunnerError(f"the Locust replay recorded nothing for {stall_limit:.0f} s "
                                   f"({rows} of {count} requests done); stopped it")
@@ -217,6 +223,18 @@ def summarize_rows(rows: list[dict], count: int, phases: dict) -> dict:
     }
 
 
+def run_flags(sensors: list[dict], energy: dict, sampled: bool) -> list[str]:
+    """What went wrong with a run's measurements, for a reader to see before trusting its numbers: a
+    sensor that went away or down during the run (its energy is then missing, never 0 J), energy that
+    is missing or incomplete. (Estimated energy is provenance, recorded with every number, not a flag.)"""
+    flags = [f"sensor {s['name']} unavailable: {s['error'] or 'down'}" for s in sensors if not s.get("available")]
+    if sampled and energy.get("missing"):
+        flags.append(f"energy missing for: {', '.join(energy['missing'])}")
+    if sampled and energy and not energy.get("complete", True):
+        flags.append("energy incomplete: a sensor did not cover the whole inference window")
+    return flags
+
+
 def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, host: dict | None = None,
              software: dict | None = None) -> Path:
     """Carry out one run and return its folder. A run that goes wrong does not raise (its manifest
@@ -243,6 +261,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                      "request_timeout_s": plan.request_timeout_s, "sample_interval_s": plan.sample_interval_s,
                      "ready_timeout_s": plan.ready_timeout_s, "stop_delay_s": plan.stop_delay_s,
                      "bench_id": plan.bench_id, "order": plan.order, "clock": "time.time() of the bench process"},
+        "study": plan.study, "flags": [],
         "phases": phases, "prepare": None, "service": None,
         "host": host or host_info(), "software": software or software_versions(),
         "sensors": [], "summary": summarize_rows([], plan.prompts.count, phases),
@@ -326,6 +345,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                 first = next(r for r in rows if r["status"] != "ok")
                 status, error = "failed", (f"{summary['failed']} of {summary['requests']} requests failed "
                                            f"(first: #{first['index']} {first['task_id']}: {first['error']})")
+            manifest["flags"] = run_flags(manifest.get("sensors") or [], summary.get("energy") or {}, sampling)
             manifest.update(status=status, error=error, summary=summary, finished_at=time.time())
             folder.write_manifest(manifest)
             progress.end_run(status if not error else f"{status}: {error.splitlines()[0]}")

@@ -48,6 +48,18 @@ class LocustReplay:
         except (OSError, csv.Error):
             return 0
 
+    def first_unanswered(self) -> dict | None:
+        """The first recorded request that got no HTTP answer at all (timed out, connection lost):
+        the sign of a hung or vanished service. Rows refused with an HTTP status do not count."""
+        try:
+            with open(self.rows_csv, newline="", encoding="utf-8") as fh:
+                for r in csv.DictReader(fh):
+                    if r.get("status") not in (None, "ok") and r.get("http_status") in ("0", "0.0", ""):
+                        return r
+        except (OSError, csv.Error):
+            pass
+        return None
+
     def latencies(self) -> list[float]:
         try:
             with open(self.rows_csv, newline="", encoding="utf-8") as fh:

@@ -15,6 +15,7 @@ SIGKILL leaves its container running).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -211,6 +212,8 @@ def terminate(proc: subprocess.Popen, grace: float) -> int | None:
     """SIGTERM (so the child can shut down cleanly), SIGKILL after ``grace`` seconds; reaped."""
     if proc.poll() is None:
         proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)  # a stopped (hung) child gets the SIGTERM only once resumed
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:

@@ -87,6 +87,7 @@ def summarize(run_dir: Path) -> dict:
         "tokens_per_s": s.get("tokens_per_s"),
         "energy": energy_cell(m),
         "harness_share": (m.get("harness_overhead") or {}).get("harness_share_of_service"),
+        "flags": list(m.get("flags") or []),
     }
 
 
