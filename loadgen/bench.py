@@ -236,12 +236,12 @@ def main(argv=None) -> int:
     summaries, interrupted = [], False
     sampler = None
     if not args.no_sensors:
-        from services.exporters.sampler import LocalSampler
+        from loadgen.sampling import local_sampler
 
         if not 0.05 <= args.sample_interval <= 10:
             print("error: --sample-interval must be between 0.05 and 10 seconds", file=sys.stderr)
             return 2
-        sampler = LocalSampler(interval_s=args.sample_interval)
+        sampler = local_sampler(args.sample_interval)
     try:
         for i, (rep, config) in enumerate(order, 1):
             progress.start_run(i, f"{config} {s.model} r{rep}/{s.reps}")

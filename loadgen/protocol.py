@@ -183,6 +183,8 @@ def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, pro
                 lat = replay.latencies()
                 progress.requests(rows, statistics.fmean(lat) if lat else None)
                 if (lost := replay.first_unanswered()) is not None:
+                    if not service.alive():
+                        raise service.died("during inference")
                     # a hung service would make every remaining request wait out its timeout
                     raise RunnerError(f"request #{lost['index']} ({lost['task_id']}) got no answer "
                                       f"({lost['error'] or 'no response'}) after {float(lost['latency_s']):.1f} s: "

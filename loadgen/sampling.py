@@ -32,3 +32,17 @@ class NullSampler:
 
     def stop(self) -> list[dict]:
         return []
+
+
+def local_sampler(interval_s: float):
+    """The exporters this machine supports, sampled every ``interval_s`` (services/exporters/sampler.py).
+
+    ``WATTSERVE_POWERCAP_ROOT`` points the RAPL exporter at another powercap tree than
+    /sys/class/powercap (a host's /sys mounted into a container, a simulated tree in the tests).
+    """
+    import os
+
+    from services.exporters.sampler import LocalSampler
+
+    root = os.environ.get("WATTSERVE_POWERCAP_ROOT", "").strip()
+    return LocalSampler(interval_s=interval_s, **({"powercap_root": Path(root)} if root else {}))

@@ -118,11 +118,11 @@ class StudySpec(Strict):
     def _listify(cls, v):
         return [x.strip() for x in v.split(",")] if isinstance(v, str) else v
 
-    @field_validator("models")
+    @field_validator("models", "configs")
     @classmethod
     def _distinct(cls, v):
         if len(set(v)) != len(v):
-            raise ValueError("lists a model twice")
+            raise ValueError(f"an entry is listed twice: {', '.join(sorted({x for x in v if v.count(x) > 1}))}")
         return v
 
 
@@ -489,9 +489,9 @@ def run_study(chk: Checked, need_bytes: int, retry_failed: bool = False) -> int:
     old_term = signal.signal(signal.SIGTERM, on_sigterm)
     sampler = None
     if p.sensors:
-        from services.exporters.sampler import LocalSampler
+        from loadgen.sampling import local_sampler
 
-        sampler = LocalSampler(interval_s=p.sample_interval_s)
+        sampler = local_sampler(p.sample_interval_s)
     host, software = host_info(), software_versions()
     progress = Progress(len(queue), warmup_s=p.warmup_s, cooldown_s=p.cooldown_s, prompts=chk.prompts.count,
                         rest_s=p.rest_s)
