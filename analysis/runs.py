@@ -255,7 +255,9 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
         "engine": manifest.get("engine") or engine,
         "provider": manifest.get("provider") or provider,
         "time_s": float(phases["inference"]["end"]) - float(phases["inference"]["start"]),
-        "flags": [],
+        "study": (manifest.get("study") or {}).get("name"),
+        "flags": [f"sensor_unavailable:{x.get('name')}" for x in manifest.get("sensors") or []
+                  if isinstance(x, dict) and not x.get("available")],
     }
     gen = manifest.get("generation") or {}
     work = json.dumps([(manifest.get("prompts") or {}).get("sha256"),
