@@ -2,6 +2,7 @@
 # Run docker compose on compose/docker-compose.yml with wattserve's settings:
 #
 #   scripts/docker/compose.sh up        # build missing images, start the stack, wait for Prometheus
+#   WATTSERVE_EXPOSE=1 scripts/docker/compose.sh up   # the same, plus the service and Prometheus on 127.0.0.1
 #   scripts/docker/compose.sh down      # stop and remove it (the model cache volume is kept)
 #   scripts/docker/compose.sh <any compose command and flags>     e.g. ps, logs -f inference, run --rm loadgen
 #
@@ -9,7 +10,10 @@
 # WATTSERVE_PROFILES (default "dashboards", dropped with a warning when the Grafana image cannot be
 # pulled; CI: empty; netio is added when NETIO_URL is set), COMPOSE_PROJECT_NAME (wattserve), WATTSERVE_CACHE_VOLUME (wattserve-cache),
 # GRAFANA_ADMIN_PASSWORD (default: a random one kept in ~/.config/wattserve/grafana-admin-password),
-# ports: SERVICE_PORT PROMETHEUS_PORT GRAFANA_PORT ... (see compose/docker-compose.yml).
+# GRAFANA_PORT (3000). Only Grafana is published (127.0.0.1); the service, Prometheus and the exporters
+# talk over the compose network. WATTSERVE_EXPOSE=1 adds compose/expose.yml, which publishes the service
+# (SERVICE_PORT, 8000) and Prometheus (PROMETHEUS_PORT, 9090) on 127.0.0.1 as well; set it for every
+# compose.sh command of that stack (e.g. `port`).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/common.sh"
@@ -31,6 +35,11 @@ export WATTSERVE_UID="${WATTSERVE_UID:-$(id -u)}" WATTSERVE_GID="${WATTSERVE_GID
 export RESULTS_DIR="${RESULTS_DIR:-$root/results}"
 
 files=(-f "$root/compose/docker-compose.yml")
+case "${WATTSERVE_EXPOSE:-0}" in
+  1|true|yes|on) exposed=1; files+=(-f "$root/compose/expose.yml") ;;
+  0|false|no|off|"") exposed=0 ;;
+  *) log "WATTSERVE_EXPOSE=$WATTSERVE_EXPOSE: use 1 (publish the service and Prometheus on 127.0.0.1) or 0"; exit 2 ;;
+esac
 profiles="${WATTSERVE_PROFILES-dashboards}"
 if [[ "$CONFIG" == *-cuda ]]; then files+=(-f "$root/compose/gpu.yml"); profiles="$profiles gpu"; fi
 [ -z "${NETIO_URL:-}" ] || profiles="$profiles netio"
@@ -70,17 +79,29 @@ case "$cmd" in
     fi
     log "$CONFIG / $MODEL, project $COMPOSE_PROJECT_NAME, profiles: ${COMPOSE_PROFILES:-none}"
     $compose "${files[@]}" up -d "$@"
-    port="${PROMETHEUS_PORT-9090}"
-    if [ -n "$port" ]; then
-      for _ in $(seq 60); do
-        python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/-/ready', timeout=2)" 2>/dev/null && break
-        sleep 1
-      done
-      log "Prometheus  http://127.0.0.1:$port"
+    # Prometheus is not published: ask it from inside the compose network, from the estimate exporter
+    # (always running, has python; the same path Grafana takes: http://prometheus:9090).
+    ready=0
+    for _ in $(seq 60); do
+      if $compose "${files[@]}" exec -T estimate python -c \
+           "import urllib.request as u; u.urlopen('http://prometheus:9090/-/ready', timeout=2)" >/dev/null 2>&1; then
+        ready=1; break
+      fi
+      sleep 1
+    done
+    [ "$ready" = 1 ] || log "WARNING: Prometheus not ready after 60 tries: scripts/docker/compose.sh logs prometheus"
+    published() {  # published <service> <port>: the host address it is published on, or nothing
+      $compose "${files[@]}" port "$1" "$2" 2>/dev/null | tail -n1 | sed 's/^0\.0\.0\.0:/127.0.0.1:/'
+    }
+    if [ "$exposed" = 1 ]; then
+      log "Prometheus  http://$(published prometheus 9090)"
+      log "service     http://$(published inference 8000)  (ready once the model is loaded: scripts/docker/compose.sh logs -f inference)"
+    else
+      log "Prometheus  http://prometheus:9090 on the compose network only (WATTSERVE_EXPOSE=1 publishes it on 127.0.0.1)"
+      log "service     http://inference:8000 on the compose network only (WATTSERVE_EXPOSE=1 publishes it on 127.0.0.1)"
     fi
-    log "service     http://127.0.0.1:${SERVICE_PORT-8000}  (ready once the model is loaded: scripts/docker/compose.sh logs -f inference)"
     if [[ ",$COMPOSE_PROFILES," == *,dashboards,* ]]; then
-      log "Grafana     http://127.0.0.1:${GRAFANA_PORT-3000}  (anonymous viewer; admin: ${GRAFANA_ADMIN_USER:-wattserve}, password in ${pwfile:-\$GRAFANA_ADMIN_PASSWORD})"
+      log "Grafana     http://$(published grafana 3000)  (anonymous viewer; admin: ${GRAFANA_ADMIN_USER:-wattserve}, password in ${pwfile:-\$GRAFANA_ADMIN_PASSWORD})"
     fi
     ;;
   down)

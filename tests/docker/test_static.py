@@ -131,33 +131,211 @@ def compose_file() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-def test_published_ports_bind_loopback_only():
-    for name, svc in compose_file()["services"].items():
+EXPOSE = ROOT / "compose" / "expose.yml"
+COMPOSE_SH = ROOT / "scripts" / "docker" / "compose.sh"
+IMAGES_README = ROOT / "images" / "README.md"
+EVERY_PROFILE = "dashboards,gpu,netio,bench"
+
+# The only capabilities any service may add, each with the reason (also in images/README.md, "Security").
+ALLOWED_CAP_ADD = {
+    "dcgm": {"SYS_ADMIN": "dcgm-exporter's embedded nv-hostengine refuses to watch fields without it "
+                          "(NVIDIA/dcgm-exporter#407); profiling (DCP) fields need it"},
+    "loadgen": {"DAC_OVERRIDE": "a root caller's bench reads and writes the model cache, which belongs to "
+                                "uid 10001 with 0700 folders; no effect for a non-root caller"},
+}
+# Services that run as root, and why. Every other one runs as its image's non-root user, or the caller's.
+ROOT_SERVICES = {
+    "rapl": "energy_uj is root:root 0400; uid 0 reads it as its owner, with no capability",
+    "dcgm": "NVIDIA's image (embedded nv-hostengine) runs as root",
+}
+
+
+def env_items(svc: dict) -> list[tuple[str, str | None]]:
+    env = svc.get("environment") or {}
+    if isinstance(env, dict):
+        return [(k, None if v is None else str(v)) for k, v in env.items()]
+    return [(e.split("=", 1)[0], e.split("=", 1)[1] if "=" in e else None) for e in env]
+
+
+def test_only_grafana_is_published():
+    """Only Grafana is published, to 127.0.0.1; everything else talks over the compose network."""
+    services = compose_file()["services"]
+    published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
+    assert list(published) == ["grafana"], f"published services: {sorted(published)} (only grafana may be)"
+    [port] = published["grafana"]
+    assert isinstance(port, str) and re.fullmatch(r"127\.0\.0\.1:\$\{GRAFANA_PORT-3000\}:3000", port), port
+    # nothing that would bypass that: the host's network or namespaces, privileged mode
+    for name, svc in services.items():
         assert svc.get("network_mode") != "host", name
-        for port in svc.get("ports", []):
-            assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port!r} is not bound to 127.0.0.1"
+        assert svc.get("pid") in (None, "service:inference"), name
+        assert svc.get("ipc") != "host" and not svc.get("privileged"), name
+    # the raw text too (an anchor or a merge key would not show up as a service's ports)
+    assert len(re.findall(r"(?m)^\s*ports:", COMPOSE.read_text())) == 1
+
+
+def test_expose_override_is_an_opt_in_on_loopback():
+    """compose/expose.yml publishes exactly the service and Prometheus, on 127.0.0.1, and compose.sh adds
+    it only when WATTSERVE_EXPOSE says so."""
+    services = yaml.safe_load(EXPOSE.read_text())["services"]
+    assert sorted(services) == ["inference", "prometheus"]
+    assert services["inference"] == {"ports": ["127.0.0.1:${SERVICE_PORT-8000}:8000"]}
+    assert services["prometheus"] == {"ports": ["127.0.0.1:${PROMETHEUS_PORT-9090}:9090"]}
+    script = COMPOSE_SH.read_text()
+    [line] = [line for line in script.splitlines() if "compose/expose.yml" in line and "files+=" in line]
+    assert re.match(r"\s*1\|true\|yes\|on\)", line), line
+    assert 'WATTSERVE_EXPOSE:-0' in script
+    assert "127.0.0.1:$port/-/ready" not in script, "compose.sh must not rely on a published Prometheus"
+
+
+def compose_bin() -> list[str] | None:
+    from tests.docker.conftest import DOCKER
+
+    if subprocess.run([DOCKER, "compose", "version"], capture_output=True).returncode == 0:
+        return [DOCKER, "compose"]
+    import shutil
+
+    return [shutil.which("docker-compose")] if shutil.which("docker-compose") else None
+
+
+def rendered_ports(*overrides: Path) -> dict[str, list[tuple[str, int]]]:
+    """`compose config` of the file (+ overrides), every profile on: {service: [(host_ip, target)]}."""
+    import os
+
+    cmd = compose_bin()
+    if not cmd:
+        pytest.skip("neither `docker compose` nor docker-compose is installed")
+    files = [a for f in (COMPOSE, *overrides) for a in ("-f", str(f))]
+    env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "x", "COMPOSE_PROFILES": EVERY_PROFILE}
+    out = subprocess.run([*cmd, *files, "config"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert {"grafana", "dcgm", "netio", "loadgen"} <= set(services), sorted(services)
+    ports = {}
+    for name, svc in services.items():
+        for p in svc.get("ports", []):
+            if isinstance(p, dict):  # compose v2: long syntax
+                ports.setdefault(name, []).append((p.get("host_ip", "0.0.0.0"), int(p["target"])))
+            else:  # docker-compose v1: "127.0.0.1:3000:3000/tcp"
+                parts = str(p).split("/")[0].split(":")
+                ports.setdefault(name, []).append((parts[0] if len(parts) == 3 else "0.0.0.0", int(parts[-1])))
+    return ports
+
+
+def test_compose_config_publishes_only_grafana():
+    """What compose itself renders, with every profile on: one published port, Grafana's, on loopback."""
+    assert rendered_ports() == {"grafana": [("127.0.0.1", 3000)]}
+
+
+def test_compose_config_with_the_expose_override():
+    assert rendered_ports(EXPOSE) == {"grafana": [("127.0.0.1", 3000)], "inference": [("127.0.0.1", 8000)],
+                                      "prometheus": [("127.0.0.1", 9090)]}
 
 
 def test_no_default_credentials():
     text = COMPOSE.read_text()
-    grafana = compose_file()["services"]["grafana"]
+    services = compose_file()["services"]
+    grafana = services["grafana"]
     env = grafana["environment"]
     assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?"), "admin password must be required"
-    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
-    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    # anonymous visitors: read-only (Viewer, no Explore/edit), no sign-up, no basic auth on the API
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert env["GF_USERS_VIEWERS_CAN_EDIT"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false" and env["GF_USERS_ALLOW_ORG_CREATE"] == "false"
+    assert env["GF_AUTH_BASIC_ENABLED"] == "false"
     assert not re.search(r"(?i)password[\"']?\s*[:=]\s*[\"']?admin\b", text)
     assert "dashboards" in grafana["profiles"], "Grafana must sit under a profile (it cannot be pulled everywhere)"
+    # every secret-looking variable of every service: passed through from the host, or required; a
+    # literal or a non-empty default would be a default credential
+    secret = re.compile(r"(?i)(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY)")
+    found = 0
+    for name, svc in services.items():
+        for key, value in env_items(svc):
+            if not secret.search(key):
+                continue
+            found += 1
+            ok = value is None or re.fullmatch(r"\$\{[A-Z_]+(:\?[^}]*|:-|-)?\}", value)
+            assert ok, f"{name}: {key}={value!r} looks like a default credential"
+    assert found >= 3  # GF_SECURITY_ADMIN_PASSWORD, HF_TOKEN, NETIO_PASSWORD
+    # compose.sh makes a random password when none is given (never a fixed one)
+    script = COMPOSE_SH.read_text()
+    assert "secrets.token_urlsafe" in script and "umask 077" in script
+    assert not re.search(r"GRAFANA_ADMIN_PASSWORD=[\"']?[A-Za-z0-9]", script)
+    # provisioning: no stored secrets, the datasource is not editable
+    for path in (ROOT / "grafana" / "provisioning").rglob("*.y*ml"):
+        doc = path.read_text()
+        assert not re.search(r"(?i)(password|secureJsonData|basicAuth:\s*true)", doc), path
+    assert yaml.safe_load(DATASOURCES.read_text())["datasources"][0]["editable"] is False
+
+
+def test_every_service_drops_every_capability():
+    """cap_drop ALL and no-new-privileges everywhere; the only cap_add is on the allow-list (with its
+    reason), documented in images/README.md and next to the cap_add itself."""
+    services = compose_file()["services"]
+    text = COMPOSE.read_text()
+    for name, svc in services.items():
+        assert svc.get("cap_drop") == ["ALL"], f"{name}: cap_drop must be [ALL], is {svc.get('cap_drop')}"
+        assert "no-new-privileges:true" in svc.get("security_opt", []), f"{name}: no no-new-privileges"
+        added = set(svc.get("cap_add", []))
+        allowed = set(ALLOWED_CAP_ADD.get(name, {}))
+        assert added <= allowed, f"{name}: cap_add {sorted(added - allowed)} is not on the allow-list"
+        assert added == allowed, f"{name}: the allow-list names {sorted(allowed - added)}, compose does not"
+    for name, caps in ALLOWED_CAP_ADD.items():
+        block = re.search(rf"(?ms)^  {name}:\n(.*?)(?=^  [a-z]+:\n|\Z)", text).group(1)
+        comment = " ".join(line.split("#", 1)[1] for line in block.splitlines() if line.strip().startswith("#"))
+        for cap in caps:
+            assert cap in comment, f"{name}: no comment says why it needs {cap}"
+    rows = permission_rows()
+    for name, caps in ALLOWED_CAP_ADD.items():
+        for cap in caps:
+            assert cap in rows[name]["capabilities"], f"images/README.md: {name}'s row does not name {cap}"
+
+
+def permission_rows() -> dict[str, dict[str, str]]:
+    """images/README.md's permissions table: {service: {column: text}}."""
+    lines = IMAGES_README.read_text().split("## Security", 1)[1].splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    header = [c.strip().lower() for c in table[0].strip("|").split("|")]
+    rows = {}
+    for line in table[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for name in re.findall(r"`([a-z]+)`", cells[0]):
+            rows[name] = dict(zip(header, cells))
+    return rows
+
+
+def test_permissions_table_covers_every_service():
+    rows = permission_rows()
+    services = compose_file()["services"]
+    assert set(rows) == set(services), f"images/README.md Security table vs compose: {set(rows) ^ set(services)}"
+    assert {"service", "user", "capabilities", "mounts", "why"} <= set(next(iter(rows.values())))
+    for name in ROOT_SERVICES:
+        assert "root" in rows[name]["user"], name
+    for name, svc in services.items():
+        if not svc.get("cap_add"):
+            assert "none" in rows[name]["capabilities"].lower(), f"{name}: the table must say it has no capability"
 
 
 def test_services_run_without_root_where_they_can():
     services = compose_file()["services"]
-    for name in ("host", "estimate", "nvml", "netio", "prometheus"):
-        assert "ALL" in services[name].get("cap_drop", []), name
-    # rapl reads root-only energy_uj: root, but no capabilities, read-only root fs and mount
+    dockerfile = (ROOT / "images" / "Dockerfile").read_text()
+    assert re.search(r"(?m)^USER wattserve$", dockerfile)
+    assert re.search(r"(?m)^USER prometheus$", (ROOT / "images" / "prometheus" / "Dockerfile").read_text())
+    for name, svc in services.items():
+        if name in ROOT_SERVICES:
+            continue
+        user = svc.get("user")
+        if name == "loadgen":  # the caller's uid (compose.sh), so results belong to whoever ran it
+            assert user == "${WATTSERVE_UID:-10001}:${WATTSERVE_GID:-10001}", user
+        else:  # the image's non-root user: wattserve (10001), prometheus, grafana (472)
+            assert user is None, f"{name}: user {user!r} overrides the image's non-root user"
+    # rapl: root, but no capabilities, read-only root fs and mounts; RAPL_USER to run it non-root
     rapl = services["rapl"]
-    assert rapl["user"] == "0:0" and rapl["read_only"] is True and "ALL" in rapl["cap_drop"]
+    assert rapl["user"] == "${RAPL_USER:-0:0}" and rapl["read_only"] is True
+    assert rapl["cap_drop"] == ["ALL"] and not rapl.get("cap_add")
     assert all(v.endswith(":ro") for v in rapl["volumes"])
-    assert "user" not in services["inference"], "the inference image's non-root user must be kept"
+    # read-only root file systems where nothing but a volume is written
+    for name in ("host", "rapl", "estimate", "nvml", "netio", "prometheus"):
+        assert services[name]["read_only"] is True, name
 
 
 def test_exporters_and_profiles():
