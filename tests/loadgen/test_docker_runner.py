@@ -211,3 +211,23 @@ def test_pid_is_the_containers_and_a_killed_client_still_leaves_no_container(tmp
         rc = service.stop()
     assert rc == -signal.SIGKILL
     assert name not in containers()
+
+
+@pytest.mark.slow
+def test_a_docker_study_whose_runner_is_killed_leaves_no_container_and_resumes(tmp_path, docker_cache):
+    from loadgen.study import ABANDONED
+    from tests.loadgen.test_study import Study, run_study, wait_for_new_run_rows, wait_gone, write_spec
+
+    spec = write_spec(tmp_path, configs=["onnx-cpu"], runner="docker")
+    runs = tmp_path / "results" / "s" / "runs"
+    study = Study(spec, **docker_env(docker_cache))
+    cut = wait_for_new_run_rows(runs, 5, study, set())
+    name = f"wattserve-{cut.name}"
+    assert name in containers()
+    wait_gone(study.kill())  # SIGKILL of the runner: the docker client goes with it
+    resumed = run_study(spec, **docker_env(docker_cache))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert name not in containers()  # the cut-off run's container is gone, whatever its client managed
+    statuses = sorted((manifest(d)["status"], manifest(d)["error"]) for d in runs.iterdir())
+    assert statuses == [("complete", None), ("failed", ABANDONED)]
+    assert not {f"wattserve-{d.name}" for d in runs.iterdir()} & containers()

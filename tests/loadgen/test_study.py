@@ -45,8 +45,8 @@ def study_cmd(spec: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "loadgen.study", str(spec), *args]
 
 
-def run_study(spec: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(study_cmd(spec, *args), cwd=ROOT, env=bench_env(), capture_output=True, text=True,
+def run_study(spec: Path, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(study_cmd(spec, *args), cwd=ROOT, env=bench_env(**env), capture_output=True, text=True,
                           timeout=timeout)
 
 
