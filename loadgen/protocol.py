@@ -22,7 +22,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass

@@ -185,7 +185,7 @@ def run_order(models: list[str], configs: list[str], reps: int, seed: int) -> li
 
 
 def spec_digest(spec: StudySpec) -> str:
-    """What identifies a study: the spec minus the seed when none was given (it is drawn once)."""
+    """What identifies a study: its whole spec as checked (a resume must run under the same one)."""
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
@@ -329,7 +329,8 @@ def load_or_create_plan(chk: Checked) -> dict:
         if plan.get("spec_sha256") != spec_digest(spec):
             old = plan.get("spec") or {}
             new = spec.model_dump(mode="json")
-            diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                    if old.get(k) != new.get(k)]
             raise StudyError(f"study {spec.name!r} in {chk.study_dir} was started with another spec ({'; '.join(diff)}); "
                              "its runs would not be comparable. Restore the spec, or give the study a new name")
         return plan
@@ -378,7 +379,7 @@ def rest(seconds: float, progress: Progress) -> None:
 
 
 def summary_text(plan: dict, cells: dict[Cell, CellState], order: list[Cell], attempts_left: dict[Cell, int],
-                 stop_reason: str | None, attempts_now: int, study_dir: Path) -> tuple[str, list[dict]]:
+                 stop_reason: str | None, attempts_now: int, study_dir: Path) -> str:
     """The end-of-study report: counts, the comparison table of complete runs, what failed, what is flagged."""
     from loadgen.summary import comparison_table, summarize
 
@@ -403,15 +404,16 @@ def summary_text(plan: dict, cells: dict[Cell, CellState], order: list[Cell], at
         lines += ["", comparison_table(runs)]
     if gave_up:
         lines += ["", "cells that failed after every retry:"]
-        lines += [f"- {c.label}: {len(cells[c].failed)} failed attempt(s); last: {(cells[c].last_error or '').splitlines()[0]}"
-                  for c in gave_up]
+        for c in gave_up:
+            last = (cells[c].last_error or "no error recorded").splitlines()[0]
+            lines.append(f"- {c.label}: {len(cells[c].failed)} failed attempt(s); last: {last}")
     flagged = [r for r in runs if r.get("flags")]
     if flagged:
         lines += ["", "flagged runs (read before trusting their numbers):"]
         lines += [f"- {r['run_id']}: {'; '.join(r['flags'])}" for r in flagged]
     if todo:
         lines += ["", f"{len(todo)} cell(s) still to do: run the same command again to continue"]
-    return "\n".join(lines) + "\n", runs
+    return "\n".join(lines) + "\n"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -449,9 +451,9 @@ def dry_run(chk: Checked) -> int:
     per_run = p.warmup_s + p.cooldown_s + p.rest_s
     print(f"study {spec.name}: {len(order)} runs ({len(spec.models)} model(s) x {len(chk.configs)} configuration(s) x "
           f"{spec.repetitions} repetition(s)), up to {spec.retries} retries each; runner {chk.runner} ({chk.runner_reason})")
+    idle = len(order) * per_run
     print(f"folder {chk.study_dir}; prompts {chk.prompts.name} ({chk.prompts.count}); idle {p.warmup_s:g} s + "
-          f"{p.cooldown_s:g} s, rest {p.rest_s:g} s: at least {hms(len(order) * per_run)} ({len(order) * per_run / 86400:.1f} days) "
-          "before any inference")
+          f"{p.cooldown_s:g} s, rest {p.rest_s:g} s: at least {hms(idle)} ({idle / 86400:.1f} days) before any inference")
     if spec.seed is None:
         print("order seed: drawn at the first start (this preview uses seed 0)")
     for i, c in enumerate(order[:12], 1):
@@ -542,7 +544,7 @@ def run_study(chk: Checked, need_bytes: int, retry_failed: bool = False) -> int:
         progress.close()
         signal.signal(signal.SIGTERM, old_term)
     cells, _ = reconcile(chk.study_dir, spec.name)  # the folders are the truth
-    text, _ = summary_text(plan, cells, order, fresh, stop_reason, started_now, chk.study_dir)
+    text = summary_text(plan, cells, order, fresh, stop_reason, started_now, chk.study_dir)
     with contextlib.suppress(OSError):  # a full disk must not hide the summary from the terminal
         tmp = chk.study_dir / f".{SUMMARY_FILE}.tmp"
         tmp.write_text(text, encoding="utf-8")

@@ -8,10 +8,7 @@ folder that is read-only or full. (Sensor faults inside one run: test_sensor_fau
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +22,7 @@ import yaml
 from loadgen.study import (ABANDONED, Cell, StudyError, check, load_or_create_plan, load_spec, run_order,
                            study_lock)
 from tests.conftest import ROOT
-from tests.loadgen.conftest import bench_env, manifest, run_bench
+from tests.loadgen.conftest import bench_env, manifest
 
 STUDIES = ROOT / "studies"
 
