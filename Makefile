@@ -1,13 +1,14 @@
 # wattserve — the user's verbs. Each target sets up .venv on first use (idempotent).
 #   make bench      CONFIG=cpu MODEL=tiny REPS=1 …   run the benchmark, print a comparison table
 #   make test                                        the test suite
+#   make study      SPEC=studies/smoke.yaml [STUDY_ARGS=--dry-run]   a whole study: randomized, resumable
 #   make prompts    SEED=1 OUT=file.jsonl            a new seeded prompt set from HumanEval (the study's method)
 #   make models     MODEL=… CONFIG=…                 prepare (export) model artifacts ahead of time
 #   make serve      CONFIG=onnx-cpu MODEL=tiny       serve one configuration on 127.0.0.1:8000
 #   make equivalence MODEL=tiny CONFIG=cpu           compare every engine's tokens with torch
 #   make analyze    [RESULTS=results] [TABLE=x.csv] [OUT=dir] [TIMESERIES=run-id]   tables, tests, figures, report
 #   make images     [CONFIG=…]                       the Docker images (CPU; CUDA too if CONFIG names one)
-#   make up         CONFIG=onnx-cpu MODEL=tiny       the Dockerized stack on 127.0.0.1 (Prometheus :9090, Grafana :3000)
+#   make up         CONFIG=onnx-cpu MODEL=tiny       the Dockerized stack (Grafana on 127.0.0.1:3000 only; WATTSERVE_EXPOSE=1: + :8000, :9090)
 #   make down                                        stop it (the model cache volume is kept)
 #   make benchmark-serving                           per-engine latency / HTTP overhead table
 #   make benchmark-analysis                          times `make analyze` on a study-scale synthetic tree
@@ -23,11 +24,12 @@ CONFIG ?= cpu
 MODEL ?= tiny
 export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
 
-.PHONY: venv test bench prompts models serve equivalence analyze benchmark-serving benchmark-analysis overhead clean-venv
+.PHONY: venv test bench study prompts models serve equivalence analyze benchmark-serving benchmark-analysis overhead clean-venv
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt constraints.txt requirements-dev.txt constraints-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt \
+	  -c constraints.txt -c constraints-dev.txt
 	@touch $@
 
 venv: $(STAMP)
@@ -37,6 +39,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m loadgen.bench $(BENCH_ARGS)
+
+study: $(STAMP)
+	@test -n "$(SPEC)" || { echo "usage: make study SPEC=studies/<name>.yaml (shipped: $$(ls studies/*.yaml | tr '\n' ' '))" >&2; exit 2; }
+	$(PY) -m loadgen.study "$(SPEC)" $(if $(RESULTS),--results "$(RESULTS)") $(STUDY_ARGS)
 
 prompts: $(STAMP)
 	$(PY) -m loadgen.generate_prompts --seed "$(SEED)" --out "$(OUT)" $(if $(TOKENIZER),--tokenizer "$(TOKENIZER)")

@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import json
 import logging
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Callable, Iterable, Iterator, Sequence
+from urllib.parse import unquote, urlsplit, urlunsplit
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 NAMESPACE = "wattserve"
@@ -37,6 +42,21 @@ log = logging.getLogger("wattserve.exporters")
 
 class SensorUnavailable(RuntimeError):
     """The sensor cannot be read now; the message says why and how to grant access or install it."""
+
+
+def redact_url(url: str) -> str:
+    """The URL without any user:password part, for logs and run records (string surgery: a malformed
+    port must not raise and print the URL in a traceback)."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
+    return url
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password in a URL, as written and decoded: what must never reach a log line or a file."""
+    password = urlsplit(url).netloc.rpartition("@")[0].partition(":")[2]
+    return [s for s in {password, unquote(password)} if s]
 
 
 def flag(value: bool) -> str:
@@ -346,25 +366,60 @@ def setup_logging(level: str) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-def serve(exporter: Exporter, port: int = 0, addr: str = "127.0.0.1"):
-    """Serve ``exporter`` alone on its own registry over HTTP (daemon thread). Returns (httpd, url)."""
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - one line per scrape would flood the log
+        pass
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # scrape threads never hold up shutdown
+
+
+def listen(addr: str = "127.0.0.1", port: int = 0) -> WSGIServer:
+    """Bind and listen on (addr, port) now, serving nothing yet: a taken port fails before any sensor
+    starts. Raises OSError (EADDRINUSE when another process listens there)."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    server_class = type("MetricsServer", (_MetricsServer,), {"address_family": family})
+    return server_class(sockaddr[:2], _QuietHandler)
+
+
+def claim_port(args: argparse.Namespace) -> WSGIServer:
+    """:func:`listen` on --addr/--port, or exit 2 with a message that names them (never touching
+    whoever holds the port)."""
+    try:
+        return listen(args.addr, args.port)
+    except OSError as e:
+        reason = "another process is listening there" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        print(f"error: cannot listen on {args.addr}:{args.port}: {reason}; choose another port with --port "
+              "(0 = any free port, see --ready-file)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(exporter: Exporter, port: int = 0, addr: str = "127.0.0.1", httpd: WSGIServer | None = None):
+    """Serve ``exporter`` alone on its own registry over HTTP (daemon thread), on ``httpd`` if given
+    (from :func:`listen`). Returns (httpd, url)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(exporter)
-    httpd, _ = start_http_server(port, addr, registry)
-    host = addr if addr not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    return httpd, f"http://{host}:{httpd.server_port}/metrics"
+    httpd = httpd if httpd is not None else listen(addr, port)
+    httpd.set_app(make_wsgi_app(registry))
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    host, bound_port = httpd.server_address[:2]
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+    return httpd, f"http://{host}:{bound_port}/metrics"
 
 
-def run_exporter(exporter: Exporter, args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT, then stop the exporter's threads and children."""
+def run_exporter(exporter: Exporter, args: argparse.Namespace, httpd: WSGIServer | None = None) -> int:
+    """Serve until SIGTERM/SIGINT, then stop the exporter's threads and children. ``httpd``: the
+    socket :func:`claim_port` bound before the exporter was built."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        httpd, url = serve(exporter, args.port, args.addr)
+        httpd, url = serve(exporter, args.port, args.addr, httpd)
     except OSError as e:
         exporter.close()
-        log.error("%s: cannot listen on %s:%s: %s", exporter.sensor, args.addr, args.port, e)
+        log.error("%s: cannot listen on %s:%s: %s; choose another port with --port", exporter.sensor,
+                  args.addr, args.port, e)
         return 2
     log.info("%s exporter serving %s", exporter.sensor, url)
     if args.ready_file:

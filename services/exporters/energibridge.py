@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from services.exporters.common import (Exporter, LineProcess, log, RateWindow, SensorUnavailable,
-                                       WraparoundTracker, energy_family, exporter_parser, gauge,
-                                       power_family, run_exporter, setup_logging)
+from services.exporters.common import (Exporter, LineProcess, claim_port, log, RateWindow, SensorUnavailable,
+                                       WraparoundTracker, energy_family, exporter_parser, gauge, power_family,
+                                       run_exporter, setup_logging)
 
 ENERGY_COLUMNS = {
     "CPU_ENERGY (J)": ("cpu", "package-0"),
@@ -192,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     if args.interval_ms < 10:
         p.error("--interval-ms must be >= 10")
+    httpd = claim_port(args)  # a taken port fails before EnergiBridge starts
     exporter = EnergiBridgeExporter(args.energibridge_bin, args.interval_ms, args.command, args.wrap_joules)
-    return run_exporter(exporter, args)
+    return run_exporter(exporter, args, httpd)
 
 
 if __name__ == "__main__":

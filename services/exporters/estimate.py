@@ -24,8 +24,8 @@ import re
 import time
 from pathlib import Path
 
-from services.exporters.common import (Exporter, cpu_busy_total, energy_family, exporter_parser, gauge,
-                                       power_family, run_exporter, setup_logging)
+from services.exporters.common import (Exporter, claim_port, cpu_busy_total, energy_family, exporter_parser,
+                                       gauge, power_family, run_exporter, setup_logging)
 
 # Vendor TDP per socket, W (AMD "default TDP", Intel "processor base power"/TDP), from the spec sheets.
 CPU_TDP_W: dict[str, float] = {
@@ -113,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"CPU power when idle, W (default {IDLE_FRACTION:.0%} of the TDP)")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
+    httpd = claim_port(args)
     try:
         exporter = EstimateExporter(args.tdp_watts, args.idle_watts)
     except ValueError as e:
         p.error(str(e))
-    return run_exporter(exporter, args)
+    return run_exporter(exporter, args, httpd)
 
 
 if __name__ == "__main__":

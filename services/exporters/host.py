@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from services.exporters.common import (Exporter, counter, cpu_busy_total, exporter_parser, gauge, log,
-                                       run_exporter, setup_logging)
+from services.exporters.common import (Exporter, claim_port, counter, cpu_busy_total, exporter_parser, gauge,
+                                       log, run_exporter, setup_logging)
 
 
 class ProcessTree:
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="service", help="target label of the process series (default service)")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
-    return run_exporter(HostExporter(args.pid, args.target, args.pid_file), args)
+    httpd = claim_port(args)
+    return run_exporter(HostExporter(args.pid, args.target, args.pid_file), args, httpd)
 
 
 if __name__ == "__main__":

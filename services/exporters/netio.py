@@ -20,27 +20,16 @@ import logging
 import os
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from services.exporters.common import (Exporter, Poller, PowerIntegrator, SensorUnavailable, counter,
-                                       energy_family, exporter_parser, gauge, power_family, run_exporter,
-                                       setup_logging)
+from services.exporters.common import (Exporter, Poller, PowerIntegrator, SensorUnavailable, claim_port,
+                                       counter, energy_family, exporter_parser, gauge, power_family,
+                                       redact_url, run_exporter, setup_logging)
 
 MIN_INTERVAL_S = 0.5
 MAX_BODY = 1 << 20
-
-
-def redact(url: str) -> str:
-    """The URL without any user:password part."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
 
 
 def read_auth(auth_file: Path | None) -> tuple[str, str] | None:
@@ -67,7 +56,7 @@ class NetioExporter(Exporter):
         parts = urlsplit(url)
         if parts.username and auth is None:  # http://user:pw@host/...: move them into the auth header
             auth = (unquote(parts.username), unquote(parts.password or ""))
-        self.url = self.shown_url = redact(url)  # the secret never sits in a URL that may be logged
+        self.url = self.shown_url = redact_url(url)  # the secret never sits in a URL that may be logged
         self.secrets = [x for x in (auth[1] if auth else None, parts.password) if x]
         logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request URL at INFO
         self.outputs, self.interval_s, self.timeout_s = outputs, interval_s, timeout_s
@@ -181,7 +170,8 @@ class NetioExporter(Exporter):
 def main(argv: list[str] | None = None) -> int:
     p = exporter_parser("netio", __doc__.splitlines()[0], 9654)
     p.add_argument("--netio-url", default=os.environ.get("NETIO_URL"),
-                   help="URL of netio.json, e.g. http://192.0.2.10/netio.json (default: $NETIO_URL)")
+                   help="URL of netio.json, e.g. http://192.0.2.10/netio.json (default: $NETIO_URL; give "
+                        "credentials by NETIO_USER/NETIO_PASSWORD or --auth-file: a command line is public)")
     p.add_argument("--outputs", default=None, help="outlet IDs to meter, e.g. 1,2 (default: all)")
     p.add_argument("--auth-file", type=Path, default=None,
                    help="file with one line user:password (default: $NETIO_USER/$NETIO_PASSWORD)")
@@ -197,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         p.error("--timeout must be > 0")
     outputs = [int(x) for x in args.outputs.split(",")] if args.outputs else None
-    exporter = NetioExporter(args.netio_url, outputs, read_auth(args.auth_file), args.interval, args.timeout)
-    return run_exporter(exporter, args)
+    auth = read_auth(args.auth_file)
+    httpd = claim_port(args)  # a taken port fails before the device is polled
+    exporter = NetioExporter(args.netio_url, outputs, auth, args.interval, args.timeout)
+    return run_exporter(exporter, args, httpd)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from services.exporters.common import (Exporter, LineProcess, Poller, PowerIntegrator, SensorUnavailable,
-                                       energy_family, exporter_parser, gauge, log, power_family,
+                                       claim_port, energy_family, exporter_parser, gauge, log, power_family,
                                        run_exporter, setup_logging)
 
 NO_GPU = ("no NVIDIA GPU/driver usable here. Install the NVIDIA driver (nvidia-smi must work); in Docker "
@@ -353,11 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval-ms", type=int, default=100, help="nvidia-smi -lms interval (default 100)")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
+    httpd = claim_port(args)  # a taken port fails before NVML or nvidia-smi starts
     if args.source == "nvml":
         exporter: Exporter = NvmlExporter(poll_interval_s=args.poll_interval)
     else:
         exporter = NvidiaSmiExporter(args.nvidia_smi_bin, args.interval_ms)
-    return run_exporter(exporter, args)
+    return run_exporter(exporter, args, httpd)
 
 
 if __name__ == "__main__":

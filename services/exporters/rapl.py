@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.exporters.common import (Exporter, Poller, RateWindow, SensorUnavailable, WraparoundTracker,
-                                       energy_family, exporter_parser, power_family, run_exporter,
+                                       claim_port, energy_family, exporter_parser, power_family, run_exporter,
                                        setup_logging)
 
 DEFAULT_ROOT = Path("/sys/class/powercap")
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     if args.poll_interval <= 0:
         p.error("--poll-interval must be > 0")
-    return run_exporter(RaplExporter(args.powercap_root, args.poll_interval), args)
+    httpd = claim_port(args)  # a taken port fails before any sensor is touched
+    return run_exporter(RaplExporter(args.powercap_root, args.poll_interval), args, httpd)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from typing import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.exporters.common import redact_url, url_secrets
+
 log = logging.getLogger("wattserve.sampler")
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ("t", "sensor", "metric", "labels", "value")
@@ -67,6 +69,8 @@ class Sampler:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         self.targets = {name: _Target(name, url) for name, url in targets.items()}
+        # a target may carry user:password in its URL: scraped with it, recorded and logged without it
+        self._secrets = sorted({s for url in targets.values() for s in url_secrets(url)}, key=len, reverse=True)
         self.interval_s = interval_s
         # generous: a loaded host (inference on every core) may answer late; a late answer only delays
         # that target's next scrape (skipped ticks), never the others
@@ -135,7 +139,7 @@ class Sampler:
             else:
                 text = r.text
         except Exception as e:
-            error = f"{type(e).__name__}: {e}"
+            error = self._scrub(f"{type(e).__name__}: {e}")
         t = (t0 + time.time()) / 2
         rows: list[tuple] = []
         if text is not None:
@@ -151,7 +155,7 @@ class Sampler:
             tgt.failed += 1
             tgt.failed_after_ok += tgt.ok_once
             if tgt.last_error is None or tgt.failed_after_ok == 1:
-                log.warning("sampler: %s (%s) did not answer: %s", tgt.name, tgt.url, error)
+                log.warning("sampler: %s (%s) did not answer: %s", tgt.name, redact_url(tgt.url), error)
             tgt.last_error, tgt.last_error_t = error, t
         rows.append((t, tgt.name, "up", "{}", 0.0 if error else 1.0))
         self._write(rows)
@@ -192,6 +196,11 @@ class Sampler:
                 self._file.flush()
                 self._flushed = now
 
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     @staticmethod
     def _descriptor(t: _Target) -> dict:
         """run.json sensor entry. available = answered every scrape and its sensor never went down once
@@ -212,7 +221,7 @@ class Sampler:
         elif t.down_scrapes:
             error = f"sensor down in {t.down_scrapes} of {t.scrapes} scrapes: {t.down_message}"
         source = ",".join(sorted(t.sources)) or ("dcgm" if t.dcgm else None)
-        return {"name": t.name, "url": t.url, "source": source,
+        return {"name": t.name, "url": redact_url(t.url), "source": source,
                 "estimated": t.estimated, "available": available, "error": error,
                 "scrapes": t.scrapes, "failed_scrapes": t.failed}
 
@@ -290,7 +299,8 @@ def start_local_exporters(service_pid: int | None, *, log_dir: Path | None = Non
     """Start, as subprocesses on free loopback ports, the exporters this machine supports: host (watching
     ``service_pid``'s tree); rapl if powercap is readable, else estimate (and rapl too where powercap
     exists but is unreadable, so the manifest records why); nvml if NVML initializes; netio if
-    ``netio_url`` or $NETIO_URL is set (credentials stay in the environment). ``pid_file``: the host
+    ``netio_url`` or $NETIO_URL is set (the URL and NETIO_USER/NETIO_PASSWORD reach that exporter by its
+    environment only: never a command line, which any user can read). ``pid_file``: the host
     exporter follows the pid written there instead (for a service started after the exporters).
     Returns ({name: url}, stop); an exporter that fails to start is left out with a warning (its log
     says why)."""
@@ -307,19 +317,23 @@ def start_local_exporters(service_pid: int | None, *, log_dir: Path | None = Non
         plan["nvml"] = []
     netio_url = netio_url or os.environ.get("NETIO_URL")
     if netio_url:
-        plan["netio"] = ["--netio-url", netio_url]
+        plan["netio"] = []  # its URL (which may hold user:password) goes by environment, never argv
     tmp = tempfile.TemporaryDirectory(prefix="wattserve-exporters-")
     logs = Path(log_dir) if log_dir is not None else Path(tmp.name)
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    netio_env = {k: v for k, v in env.items() if k.startswith("NETIO_")}
+    env = {k: v for k, v in env.items() if k not in netio_env}  # NETIO credentials: for the netio exporter only
+    if netio_url:
+        netio_env["NETIO_URL"] = netio_url
     procs: dict[str, tuple[subprocess.Popen, Path, object]] = {}
     for name, args in plan.items():
         ready = Path(tmp.name) / f"{name}.json"
         logf = open(logs / f"{name}.log", "ab")
         argv = [sys.executable, "-m", f"services.exporters.{name}", "--port", "0", "--addr", "127.0.0.1",
                 "--ready-file", str(ready), "--exit-with-parent", *args, *extra_args.get(name, [])]
-        p = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(argv, cwd=ROOT, env={**env, **netio_env} if name == "netio" else env, stdout=logf,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         procs[name] = (p, ready, logf)
 
     def stop() -> None:

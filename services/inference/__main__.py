@@ -1,18 +1,21 @@
 """``python -m services.inference --config CONFIG --model MODEL``: serve one configuration.
 
 Every option has an environment-variable equivalent (``WATTSERVE_<OPTION>``) for containers.
-Bad configurations fail here, before anything loads, with a non-zero exit.
+Bad configurations and a port another process holds fail here, before anything loads, with exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
 
 from services.inference.configs import CONFIGS, UNSUPPORTED, ConfigError, ServingConfig, require_cuda
 from services.inference.engines import EngineSettings
+from services.inference.schemas import DEFAULT_MAX_BODY_BYTES
 from services.models.cache import cache_root
 from services.models.resolve import ModelError, resolve
 
@@ -47,8 +50,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trust-remote-code", action="store_true",
                    default=env("TRUST_REMOTE_CODE", "0").lower() in ("1", "true", "yes"),
                    help="allow a model's own Python code to run (off by default) [WATTSERVE_TRUST_REMOTE_CODE]")
+    p.add_argument("--max-body-bytes", type=int, default=int(env("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+                   help="larger request bodies are refused with 413 before they are read (default 1 MiB) "
+                        "[WATTSERVE_MAX_BODY_BYTES]")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     return p.parse_args(argv)
+
+
+class CannotListen(OSError):
+    """(host, port) cannot be listened on; the message names them and says what to do."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind and listen now, before the model loads, so a taken port fails in a second, not after a
+    load. SO_REUSEADDR as uvicorn sets it: a port in TIME_WAIT is free, one another process listens on
+    is not (no SO_REUSEPORT: the port is never shared, nobody else's socket is touched)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise CannotListen(f"cannot listen on {host}:{port}: unknown address ({exc.strerror}); check --host") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = "another process is listening there" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise CannotListen(f"cannot listen on {host}:{port}: {why}; choose another port with --port "
+                        "[WATTSERVE_PORT]") from None
+    return sock
 
 
 def main(argv=None) -> int:
@@ -56,11 +88,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = ServingConfig.parse(args.config)
+        if args.max_body_bytes < 1:
+            raise ValueError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
+        sock = listen(args.host, args.port)  # before anything slow: CUDA probe, model hash, load
         if config.provider == "cuda":
             require_cuda()
         model = resolve(args.model, revision=args.revision, trust_remote_code=args.trust_remote_code, build=False)
         settings = EngineSettings(threads=args.threads, precision=args.precision, cache_dir=cache_root())
-    except (ConfigError, ModelError, ValueError) as exc:
+    except (ConfigError, ModelError, ValueError, CannotListen) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -77,10 +112,12 @@ def main(argv=None) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(InferenceService(config, model, settings, warmup=args.warmup), on_load_failure)
+    app = create_app(InferenceService(config, model, settings, warmup=args.warmup), on_load_failure,
+                     max_body_bytes=args.max_body_bytes)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            access_log=False))
-    server.run()
+    logging.getLogger("wattserve.inference").info("listening on %s:%s", *sock.getsockname()[:2])
+    server.run(sockets=[sock])
     if failed:
         print(f"error: could not load {args.model} with {config.name}; see the log above", file=sys.stderr)
         return 1

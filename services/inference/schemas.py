@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationInfo,
+                      field_validator)
 
 DEFAULT_MAX_LENGTH = 128  # the study's max_length, counting the prompt
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB request bodies at most: far above what any model's context takes
 
 
 class GenerateRequest(BaseModel):
@@ -45,9 +47,20 @@ class CompletionRequest(BaseModel):
     prompt: StrictStr = Field(min_length=1)
     model: StrictStr | None = None
     max_tokens: StrictInt = Field(default=16, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
+    temperature: StrictFloat = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
     n: Literal[1] = 1
     stream: Literal[False] = False
+
+    @field_validator("n", "stream", mode="before")
+    @classmethod
+    def exact_type(cls, value, info: ValidationInfo):
+        """Literal[1] alone takes true and 1.0, Literal[False] takes 0 (Python equality): not what
+        the schema says."""
+        expected = int if info.field_name == "n" else bool
+        if type(value) is not expected:
+            raise ValueError(f"{info.field_name} must be {'the integer 1' if expected is int else 'false'}, "
+                             f"got {value!r}")
+        return value
 
 
 class CompletionChoice(BaseModel):
@@ -70,3 +83,20 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: CompletionUsage
+
+
+class ErrorResponse(BaseModel):
+    """A refusal or failure other than invalid input (those are 422 with a list of errors)."""
+
+    detail: str = Field(description="what is wrong and, where it helps, what to do")
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    state: Literal["starting", "loading", "ready", "failed"]
+    error: str | None = Field(description="why loading failed, when it did")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["alive"]
+    state: Literal["starting", "loading", "ready", "failed"]

@@ -23,7 +23,12 @@ WARMUP_PROMPT = "def add(a, b):\n    return"
 
 
 class InvalidRequest(ValueError):
-    """A request the service refuses (HTTP 422), with a message that says what is wrong."""
+    """A request the service refuses (HTTP 422), with a message that says what is wrong; ``field``
+    names the request field at fault (None: the combination)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -81,6 +86,9 @@ class InferenceService:
                 self.engine.generate(ids, 8, 8)
         except Exception as exc:
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            if "trust_remote_code" in str(exc) and not self.model.trust_remote_code:
+                self.error += (" [wattserve runs no model code unless asked: --trust-remote-code or "
+                               "WATTSERVE_TRUST_REMOTE_CODE=1, only for a model you trust]")
             log.error("loading %s with %s failed: %s", self.model.name, self.config.name, self.error)
             raise
         self.state = "ready"
@@ -96,7 +104,7 @@ class InferenceService:
         """Resolve the generation limit to a number of new tokens, refusing what cannot be served."""
         if prompt_tokens >= self.context:
             raise InvalidRequest(
-                f"prompt is {prompt_tokens} tokens; the model's context is {self.context} tokens"
+                f"prompt is {prompt_tokens} tokens; the model's context is {self.context} tokens", "prompt"
             )
         room = self.context - prompt_tokens
         if max_new_tokens is not None and max_length is not None:
@@ -105,16 +113,17 @@ class InferenceService:
             if max_new_tokens > room:
                 raise InvalidRequest(
                     f"max_new_tokens={max_new_tokens} does not fit: prompt {prompt_tokens} tokens + "
-                    f"{max_new_tokens} > context {self.context}; at most {room}"
+                    f"{max_new_tokens} > context {self.context}; at most {room}", "max_new_tokens"
                 )
             return max_new_tokens
         max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
         if max_length > self.context:
-            raise InvalidRequest(f"max_length={max_length} exceeds the model's context ({self.context})")
+            raise InvalidRequest(f"max_length={max_length} exceeds the model's context ({self.context})",
+                                 "max_length")
         if max_length <= prompt_tokens:
             raise InvalidRequest(
                 f"max_length={max_length} counts the prompt, which is already {prompt_tokens} tokens; "
-                "raise max_length or use max_new_tokens"
+                "raise max_length or use max_new_tokens", "max_length"
             )
         return max_length - prompt_tokens
 
@@ -123,12 +132,13 @@ class InferenceService:
         if not self.ready or self.engine is None:
             raise RuntimeError(f"service not ready ({self.state})")
         if not prompt.strip():
-            raise InvalidRequest("prompt is empty or only whitespace")
+            raise InvalidRequest("prompt is empty or only whitespace", "prompt")
         if len(prompt) > self.context * 64:  # no tokenizer yields < 1 token per 64 chars: too long
-            raise InvalidRequest(f"prompt is {len(prompt)} characters, far longer than the model's context")
+            raise InvalidRequest(f"prompt is {len(prompt)} characters, far longer than the model's context",
+                                 "prompt")
         ids = self.tokenizer(prompt)["input_ids"]
         if not ids:
-            raise InvalidRequest("prompt tokenizes to no tokens")
+            raise InvalidRequest("prompt tokenizes to no tokens", "prompt")
         new = self.limits(len(ids), max_new_tokens, max_length)
         with self._lock:
             started = time.time()

@@ -162,6 +162,17 @@ def resolve(model: str, *, revision: str | None = None, trust_remote_code: bool 
     raise ModelError(f"unknown model {model!r}; " + _help())
 
 
+def download_patterns(files: list[str], trust_remote_code: bool = False) -> list[str]:
+    """What to fetch of a hub repository: safetensors where it has them (pickled ``.bin`` weights,
+    which can run code when loaded, only where it has nothing else), and its Python files only when
+    the user opted in to running them."""
+    weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
+    patterns = ["*.json", "*.model", "*.txt", "*.tiktoken", weights]
+    if trust_remote_code:
+        patterns.append("*.py")
+    return patterns
+
+
 def materialize(spec: ModelSpec, progress=print) -> ModelSpec:
     """Make sure the model's files are on disk (downloading hub models) and return the spec."""
     if spec.path is not None:
@@ -173,11 +184,7 @@ def materialize(spec: ModelSpec, progress=print) -> ModelSpec:
     progress(f"downloading {spec.source}@{spec.revision} from the Hugging Face Hub")
     try:
         files = HfApi().list_repo_files(spec.source, revision=spec.revision)
-        # safetensors where the repository has them; pickled .bin weights only where it has nothing else
-        weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
-        patterns = ["*.json", "*.model", "*.txt", "*.tiktoken", weights]
-        if spec.trust_remote_code:
-            patterns.append("*.py")
+        patterns = download_patterns(files, spec.trust_remote_code)
         folder = Path(snapshot_download(spec.source, revision=spec.revision, allow_patterns=patterns))
     except Exception as exc:  # offline, gated, missing: say which model and why
         raise ModelError(

@@ -110,3 +110,40 @@ def wait_for(pred, timeout: float = 5.0, every: float = 0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(every)
+
+
+class PortHolder:
+    """Another program holding a port: ``python -m http.server`` listening on (addr, a free port), so a
+    test can check that whoever asks for the same port fails cleanly and leaves this one alive."""
+
+    def __init__(self, addr: str = "127.0.0.1") -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind((addr, 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(self.port), "--bind", addr],
+                                     cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        if not wait_for(self.serving, 15):
+            self.close()
+            raise RuntimeError(f"http.server did not start on {addr}:{self.port}")
+
+    def serving(self) -> bool:
+        try:
+            return self.proc.poll() is None and httpx.get(self.url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(params=["127.0.0.1", "0.0.0.0"])
+def port_holder(request):
+    """A port held on loopback, then on every address (which a loopback bind conflicts with too)."""
+    holder = PortHolder(request.param)
+    yield holder
+    holder.close()

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -106,3 +107,26 @@ def test_poll_interval_below_half_a_second_is_refused():
                         "--interval", "0.2"], cwd=ROOT, capture_output=True, text=True, timeout=30,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 2 and "below 0.5" in r.stderr
+
+
+def forms(user: str, password: str) -> list[str]:
+    """Every spelling of a secret that would betray it: as typed, URL-encoded, in a Basic auth header."""
+    from base64 import b64encode
+    from urllib.parse import quote
+
+    return [password, quote(password, safe=""), b64encode(f"{user}:{password}".encode()).decode()]
+
+
+def test_credentials_in_the_url_are_used_but_never_logged_or_exported(netio, start_exporter):
+    """http://user:pass@host/netio.json, a password that needs URL-encoding, debug logging: the device
+    is read (the credentials went into the auth header), and neither the log nor /metrics carries them."""
+    password = "p@ss:w/rd " + SECRET
+    server = netio(auth=("meter-admin", password))
+    url = server.url.replace("http://", f"http://meter-admin:{quote(password, safe='')}@")
+    exp = start_exporter("netio", "--netio-url", url, "--interval", "0.5", "--timeout", "0.4", "--log-level", "debug")
+    assert wait_for(lambda: state(exp)[0] == 1, 5), exp.output()
+    assert server.requests >= 1
+    text = exp.scrape().text + exp.output()
+    assert "wattserve_energy_joules_total" in text
+    leaked = [f for f in forms("meter-admin", password) if f in text]
+    assert not leaked and "meter-admin:" not in text, leaked

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -164,3 +165,53 @@ def test_power_integrator_and_rate_window():
     for t in range(6):
         rate.add(t * 0.25, t * 0.25 * 30)
     assert rate.rate() == pytest.approx(30)
+
+
+def test_netio_credentials_stay_out_of_command_lines_records_and_logs(tmp_path, caplog, monkeypatch):
+    """NETIO_URL=http://user:pass@host/netio.json as the bench gets it: the netio exporter reads the device
+    with it, and no command line, no other exporter's environment, no run.json sensor entry, no
+    series.csv row and no log line carries the password."""
+    from base64 import b64encode
+    from urllib.parse import quote
+
+    import psutil
+
+    password = "wall:meter/pw " + "Zq7-s3cr3t"
+    secrets = [password, quote(password, safe=""), b64encode(f"admin:{password}".encode()).decode()]
+    netio = NetioServer(NetioProfile(t0=time.time()), auth=("admin", password))
+    url = netio.url.replace("http://", f"http://admin:{quote(password, safe='')}@")
+    monkeypatch.setenv("NETIO_PASSWORD", password)  # also set the way compose passes it: for netio only
+    monkeypatch.setenv("NETIO_USER", "admin")
+    caplog.set_level("DEBUG")
+    with socket.socket() as s:  # a closed port: a target that never answers, with credentials in its URL
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://scraper:{quote(password, safe='')}@127.0.0.1:{s.getsockname()[1]}/metrics"
+    targets, stop = start_local_exporters(None, log_dir=tmp_path / "logs", powercap_root=tmp_path / "absent",
+                                          netio_url=url, extra_args={"netio": ["--interval", "0.5", "--log-level",
+                                                                               "debug"]})
+    try:
+        assert "netio" in targets
+        children = psutil.Process().children(recursive=True)
+        exporters = {p.pid: p for p in children if "services.exporters." in " ".join(p.cmdline())}
+        assert len(exporters) >= 3
+        for p in exporters.values():
+            cmdline = " ".join(p.cmdline())
+            assert not [x for x in secrets if x in cmdline], cmdline
+            if "services.exporters.netio" not in cmdline:
+                assert not {k for k in p.environ() if k.startswith("NETIO_")}, (cmdline, "gets NETIO_*")
+        sampler = Sampler({**targets, "remote": dead}, interval_s=0.25)
+        sampler.start(tmp_path / "run")
+        time.sleep(2.0)
+        sensors = {d["name"]: d for d in sampler.stop()}
+    finally:
+        stop()
+        netio.close()
+    assert sensors["netio"]["available"] and sensors["netio"]["source"] == "netio", sensors["netio"]
+    assert netio.requests >= 2  # the device was really read, with the credentials
+    assert sensors["remote"]["url"] == dead.replace(dead.split("@")[0].split("//")[1] + "@", "")
+    assert sensors["remote"]["available"] is False
+    written = [json.dumps(sensors), (tmp_path / "run" / "series.csv").read_text(), caplog.text,
+               *(f.read_text() for f in (tmp_path / "logs").glob("*.log"))]
+    assert "wattserve_energy_joules_total" in written[1]
+    leaks = [(i, x) for i, text in enumerate(written) for x in secrets if x in text]
+    assert not leaks, leaks

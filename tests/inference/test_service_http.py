@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.inference.configs import CPU_CONFIGS
 from services.inference.equivalence import PAPER_PROMPTS, read_prompts
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, Server, free_port
 
 PROMPTS = read_prompts(PAPER_PROMPTS)
 RESPONSE_KEYS = {"text", "token_ids", "prompt_tokens", "completion_tokens", "started_at", "finished_at",
@@ -102,12 +103,140 @@ def test_bad_input_is_a_clear_4xx(start_server, body, mentions):
     assert server.client.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("raw", [b"{bad json", b"\xff\xfe\x00garbage", b"[1, 2]", b'"just a string"', b""])
-def test_malformed_bodies_are_refused(start_server, raw):
+PROBE = {"prompt": "def fib(n):", "max_new_tokens": 6, "ignore_eos": True}
+_PROBE_TOKENS: dict[str, list[int]] = {}
+
+
+def probe_tokens(server) -> list[int]:
+    """What the probe generated on ``server`` the first time (greedy: the same ever after, unless broken)."""
+    if server.url not in _PROBE_TOKENS:
+        _PROBE_TOKENS[server.url] = server.client.post("/v1/generate", json=PROBE).json()["token_ids"]
+    return _PROBE_TOKENS[server.url]
+
+
+def assert_still_serving(server) -> None:
+    """The service answers /ready and generates what it generated before."""
+    assert server.client.get("/ready").status_code == 200
+    r = server.client.post("/v1/generate", json=PROBE)
+    assert r.status_code == 200 and r.json()["token_ids"] == probe_tokens(server), r.text
+
+
+MALFORMED = [
+    (b"{bad json", "JSON decode error"),
+    (b"\xff\xfe\x00garbage", "JSON decode error"),
+    (b"[1, 2]", "must be a JSON object, got an array"),
+    (b'"just a string"', "must be a JSON object, got a string"),
+    (b"", "Field required"),
+    (b"42", "must be a JSON object, got a number"),
+    (b"null", "must be a JSON object, got null"),
+    (b'{"prompt": "def f(x):', "Unterminated string"),            # truncated
+    (b'{"prompt": "def f(x):", "max_new_tokens": 4', "Expecting"),  # truncated after a value
+    (b'{"prompt": "\xff\xfe\xfa x"}', "not UTF-8"),                 # Latin-1 bytes, not UTF-8
+    (b'{"prompt": "caf\xe9"}', "not UTF-8"),
+    (b'{"prompt": "\\ud800"}', "unicode"),                            # a lone surrogate escape
+    (b'{"prompt": "x", "max_new_tokens": NaN}', "max_new_tokens"),
+    (b'{"prompt": "x", "max_new_tokens": Infinity}', "max_new_tokens"),
+    (b'{"prompt": "x", "max_length": -Infinity}', "max_length"),
+    (b'{"prompt": "x", "max_new_tokens": 5.0}', "valid integer"),
+    (b'{"prompt": "x", "max_new_tokens": 1' + b"0" * 5000 + b"}", "too many digits"),
+    (b'{"prompt": "x", "max_new_tokens": 1' + b"0" * 40 + b"}", "at most"),
+    (b'{"prompt": "x", "ignore_eos": 1}', "ignore_eos"),
+    (b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize("raw, mentions", MALFORMED, ids=[f"malformed{i}" for i in range(len(MALFORMED))])
+def test_malformed_bodies_are_refused(start_server, raw, mentions):
     server = start_server("torch-cpu")
+    probe_tokens(server)
     r = server.client.post("/v1/generate", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
-    assert server.client.get("/ready").status_code == 200
+    assert mentions in r.text
+    assert isinstance(r.json()["detail"], list)  # the one 422 shape, as the OpenAPI schema says
+    assert_still_serving(server)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          None])
+@pytest.mark.parametrize("endpoint", ["/v1/generate", "/v1/completions"])
+def test_a_body_that_is_not_json_is_415(start_server, endpoint, content_type):
+    server = start_server("torch-cpu")
+    probe_tokens(server)
+    headers = {"content-type": content_type} if content_type else {}
+    r = server.client.post(endpoint, content=b'{"prompt": "def f(x):"}', headers=headers)
+    assert r.status_code == 415, r.text
+    assert "application/json" in r.json()["detail"] and (content_type or "no Content-Type") in r.json()["detail"]
+    assert_still_serving(server)
+
+
+def peak_rss_reset(pid: int) -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of ``pid``; False where this kernel does not allow it."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def test_oversized_bodies_are_413_before_they_are_read(start_server):
+    """50 MB with a Content-Length and 20 MB streamed without one: 413 at once, memory untouched."""
+    server = start_server("torch-cpu")
+    probe_tokens(server)
+    measured = peak_rss_reset(server.proc.pid)
+    base = peak_rss(server.proc.pid)
+    body = b'{"prompt": "' + b"def f(x): return x; " * 2_500_000 + b'"}'
+    assert len(body) > 50_000_000
+    t = time.monotonic()
+    r = server.client.post("/v1/generate", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text[:300]
+    assert time.monotonic() - t < 5
+    assert f"{len(body)} bytes" in r.json()["detail"] and "at most 1048576 bytes" in r.json()["detail"]
+    assert "--max-body-bytes" in r.json()["detail"]
+
+    def stream():  # chunked: no Content-Length to refuse it by, the bytes are counted as they come
+        yield b'{"prompt": "'
+        for _ in range(400):
+            yield b"a" * 50_000
+        yield b'"}'
+
+    t = time.monotonic()
+    r = server.client.post("/v1/completions", content=stream(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text[:300]
+    assert time.monotonic() - t < 5
+    assert "more than 1048576 bytes" in r.json()["detail"]
+    if measured:  # the service never held either body: its peak RSS rose by well under their sizes
+        assert peak_rss(server.proc.pid) - base < 16 << 20, (peak_rss(server.proc.pid) - base) / 2**20
+    assert_still_serving(server)
+    metrics = server.client.get("/metrics").text
+    assert 'wattserve_requests_total{endpoint="/v1/generate",status="413"}' in metrics
+
+
+def test_a_body_just_under_the_limit_is_read_and_judged(start_server):
+    """The limit refuses only what is over it: 1 MiB minus a little is a 422 about the prompt."""
+    server = start_server("torch-cpu")
+    body = json.dumps({"prompt": "x" * ((1 << 20) - 100)}).encode()
+    assert len(body) <= 1 << 20
+    r = server.client.post("/v1/generate", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "longer than the model's context" in r.text, r.text[:300]
+    assert_still_serving(server)
+
+
+def test_the_body_limit_is_a_setting(tiny):
+    server = Server("torch-cpu", "tiny", "--max-body-bytes", "2048")
+    try:
+        # /v1/completions ignores unknown fields (as OpenAI clients need): padding that is read, not served
+        ok = server.client.post("/v1/completions", json={"prompt": "def f(x):", "max_tokens": 2, "user": "u" * 1900})
+        assert ok.status_code == 200, ok.text
+        r = server.client.post("/v1/completions", json={"prompt": "def f(x):", "max_tokens": 2, "user": "u" * 2100})
+        assert r.status_code == 413 and "at most 2048 bytes" in r.json()["detail"], r.text
+    finally:
+        server.stop()
 
 
 def test_concurrent_requests_never_mix(start_server):
@@ -118,6 +247,39 @@ def test_concurrent_requests_never_mix(start_server):
         concurrent = list(pool.map(lambda p: server.client.post("/v1/generate", json={"prompt": p}).json(), prompts))
     assert [c["token_ids"] for c in concurrent] == [s["token_ids"] for s in sequential]
     assert [c["text"] for c in concurrent] == [s["text"] for s in sequential]
+
+
+def test_bad_requests_among_good_ones_disturb_nothing(start_server):
+    """Valid prompts, malformed, oversized and non-JSON bodies, all at once: every valid answer is the
+    one it gets alone, every bad one its own 4xx."""
+    server = start_server("torch-cpu")
+    prompts = PROMPTS[20:30]
+    alone = [server.client.post("/v1/generate", json={"prompt": p, "max_new_tokens": 16}).json()["token_ids"]
+             for p in prompts]
+    json_type = {"content-type": "application/json"}
+    bad = [(b'{"prompt": "\xff\xfe"}', json_type, 422), (b"{bad json", json_type, 422),
+           (b'{"prompt": "' + b"a" * 3_000_000 + b'"}', json_type, 413),
+           (b'{"prompt": "x"}', {"content-type": "text/plain"}, 415), (b"[]", json_type, 422)]
+    jobs = [("good", i) for i in range(len(prompts))] + [("bad", i) for i in range(len(bad))] * 2
+    random.Random(3).shuffle(jobs)
+
+    def send(job):
+        kind, i = job
+        with httpx.Client(base_url=server.url, timeout=120) as c:  # one connection each: truly concurrent
+            if kind == "good":
+                r = c.post("/v1/generate", json={"prompt": prompts[i], "max_new_tokens": 16})
+                return job, r.status_code, r.json().get("token_ids")
+            raw, headers, _ = bad[i]
+            return job, c.post("/v1/generate", content=raw, headers=headers).status_code, None
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, jobs))
+    for (kind, i), status, tokens in results:
+        if kind == "good":
+            assert status == 200 and tokens == alone[i], (i, status)
+        else:
+            assert status == bad[i][2], (bad[i][0][:40], status)
+    assert server.client.get("/ready").status_code == 200
 
 
 def test_openai_completions_subset(start_server):
@@ -182,7 +344,8 @@ def test_ready_is_503_until_loaded_while_health_answers(tiny):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.inference", *args], cwd=ROOT, capture_output=True,
+    port = [] if "--port" in args else ["--port", str(free_port())]  # the port is claimed first: never 8000
+    return subprocess.run([sys.executable, "-m", "services.inference", *args, *port], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 

@@ -57,7 +57,9 @@ class OpenVinoEngine(Engine):
                 trust_remote_code=self.model.trust_remote_code,
             )
             model.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(self.model.load_source).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(
+                self.model.load_source, trust_remote_code=self.model.trust_remote_code
+            ).save_pretrained(tmp)
 
         return build_once(target, export)
 
