@@ -32,9 +32,10 @@ def permission_message(path: Path) -> str:
             "or `sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj "
             "/sys/class/powercap/intel-rapl:*/intel-rapl:*/energy_uj` (until reboot); or persistently a "
             "systemd-tmpfiles line `z /sys/class/powercap/intel-rapl:*/energy_uj 0444 - - -` (plus the "
-            "same for intel-rapl:*/intel-rapl:*/energy_uj); in Docker, run as root with "
-            "--security-opt systempaths=unconfined or --privileged (Docker masks "
-            "/sys/devices/virtual/powercap). See services/exporters/README.md.")
+            "same for intel-rapl:*/intel-rapl:*/energy_uj); in Docker, run as root (no capability needed) "
+            "with the host's /sys mounted read-only (-v /sys:/host/sys:ro --powercap-root "
+            "/host/sys/class/powercap: Docker masks its own /sys/devices/virtual/powercap), as compose does. "
+            "See services/exporters/README.md.")
 
 
 def domain_of(name: str) -> str:
