@@ -46,6 +46,8 @@ def test_rapl_counter_wrapping_mid_run_gives_the_right_energy(tmp_path, tiny):
     assert duration * watts > 2 * range_uj / 1e6  # the counter wrapped at least twice inside the window
     cpu = m["summary"]["energy"]["domains"]["cpu"]
     assert (cpu["source"], cpu["estimated"], cpu["complete"]) == ("rapl", False, True), cpu
+    print(f"\n[rapl wrap] {duration:.2f} s window, {watts * duration / (range_uj / 1e6):.1f} counter ranges: "
+          f"{cpu['joules']:.2f} J measured vs {watts * duration:.2f} J true ({100 * (cpu['joules'] / (watts * duration) - 1):+.3f} %)")
     assert cpu["joules"] == pytest.approx(watts * duration, rel=0.02)
     assert "measured; cpu: rapl" in r.stdout
 

@@ -342,6 +342,8 @@ def test_service_killed_then_hung_then_an_exporter_dies_runs_fail_are_retried_an
     m1, m2, m3 = manifest(a1), manifest(a2), manifest(a3)
     assert m1["status"] == "failed" and "exited with code -9 during inference" in m1["error"]
     assert m2["status"] == "failed" and "got no answer" in m2["error"] and "hung" in m2["error"]
+    print(f"\n[hung service] SIGSTOP to run failed and service stopped: {m2['finished_at'] - stopped_at:.1f} s "
+          f"(request timeout 3 s)")
     assert m2["finished_at"] - stopped_at < 3 + 30  # one request timeout and the stop, not 164 timeouts
     assert [m["study"]["attempt"] for m in (m1, m2, m3)] == [1, 2, 3]
 
