@@ -57,7 +57,8 @@ def energy_cell(manifest: dict) -> str:
     energy = (manifest.get("summary") or {}).get("energy") or {}
     joules = energy.get("inference_j") if isinstance(energy, dict) else None
     if not isinstance(joules, (int, float)):
-        return "n/a (not computed)"
+        missing = energy.get("missing") if isinstance(energy, dict) else None
+        return f"missing ({', '.join(missing)}: a sensor went away; see flags)" if missing else "n/a (not computed)"
     sources = ", ".join(f"{d}: {v['source']}" for d, v in sorted((energy.get("domains") or {}).items())
                         if d in ("cpu", "gpu") and v.get("joules") is not None)
     kind = "ESTIMATED" if energy.get("estimated") else "measured"
