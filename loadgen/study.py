@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from loadgen.preflight import PreflightError, check_results, run_bytes
 from loadgen.progress import Progress, hms
-from loadgen.runfolder import MANIFEST, RunFolder, slug, write_json_atomic
+from loadgen.runfolder import MANIFEST, RunFolder, read_requests, slug, write_json_atomic
 
 STUDY_FILE = "study.json"
 RUNS_DIR = "runs"
@@ -272,7 +272,10 @@ def abandon(run_dir: Path, m: dict) -> dict:
     """A run whose runner died mid-way (``status: running``): keep every row it recorded and mark it
     failed, so nobody counts it; a docker runner's container is removed."""
     folder = RunFolder(run_dir)
-    rows = folder.finalize_requests()
+    if folder.raw_requests_path.exists() or not folder.requests_path.exists():
+        rows = folder.finalize_requests()
+    else:  # finalized already, by a resume cut off before it could rewrite run.json
+        rows = read_requests(folder.requests_path)
     if m.get("runner") == "docker":
         from loadgen.runners import _docker, container_name
 

@@ -8,6 +8,7 @@ folder that is read-only or full. (Sensor faults inside one run: test_sensor_fau
 
 from __future__ import annotations
 
+import csv
 import shutil
 import subprocess
 import sys
@@ -123,8 +124,6 @@ def raw_rows(run_dir: Path) -> int:
     raw = run_dir / "requests.raw.csv"
     if not raw.exists():
         return 0
-    import csv
-
     with open(raw, newline="") as fh:
         return max(0, sum(1 for _ in csv.reader(fh)) - 1)
 
@@ -382,3 +381,23 @@ def test_a_cell_that_keeps_failing_is_retried_to_its_limit_then_reported(tmp_pat
     again = run_study(spec)  # a resume does not spend attempts the cell no longer has
     assert again.returncode == 1 and "runs started this time 0" in again.stdout
     assert len(run_manifests(tmp_path / "results" / "s")) == 3
+
+
+def test_marking_a_cut_off_run_twice_keeps_its_rows(tmp_path):
+    """A resume itself cut off between finalizing the rows and rewriting run.json loses nothing."""
+    from loadgen.runfolder import REQUEST_COLUMNS, RunFolder, read_requests
+    from loadgen.study import abandon
+
+    folder = RunFolder.create(tmp_path, "torch-cpu", "tiny", 1)
+    row = {c: "" for c in REQUEST_COLUMNS} | {"index": 0, "task_id": "T/0", "start": 1.7e9, "end": 1.7e9 + 1,
+                                              "latency_s": 1, "http_status": 200, "status": "ok", "prompt_tokens": 3,
+                                              "completion_tokens": 2, "output": "x", "token_ids": "1 2"}
+    with open(folder.raw_requests_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=REQUEST_COLUMNS)
+        w.writeheader()
+        w.writerow(row)
+    m = {"run_id": folder.run_id, "status": "running", "runner": "native", "summary": {}}
+    folder.finalize_requests()  # the first resume got this far, then died
+    m = abandon(folder.path, m)
+    assert m["status"] == "failed" and m["abandoned"] and m["summary"]["recorded"] == 1
+    assert [r["task_id"] for r in read_requests(folder.requests_path)] == ["T/0"]
