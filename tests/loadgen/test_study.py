@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -401,3 +402,20 @@ def test_marking_a_cut_off_run_twice_keeps_its_rows(tmp_path):
     m = abandon(folder.path, m)
     assert m["status"] == "failed" and m["abandoned"] and m["summary"]["recorded"] == 1
     assert [r["task_id"] for r in read_requests(folder.requests_path)] == ["T/0"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_study_cleanly_and_the_same_command_continues(tmp_path, tiny):
+    spec = write_spec(tmp_path)
+    study_dir = tmp_path / "results" / "s"
+    study = Study(spec)
+    cut = wait_for_new_run_rows(study_dir / "runs", 10, study, set())
+    children = study.descendants()
+    study.proc.send_signal(signal.SIGINT)
+    assert study.proc.wait(90) == 130, study.output
+    wait_gone(children)
+    assert manifest(cut)["status"] == "interrupted"
+    assert "to do 1" in study.output and "run the same command again" in study.output
+    again = run_study(spec)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted(m["status"] for m in run_manifests(study_dir)) == ["complete", "interrupted"]
