@@ -9,8 +9,10 @@ All phase timestamps come from one clock, ``time.time()`` of this process. The s
 runs from before the service starts until after it is gone.
 
 Failure handling: Ctrl-C / SIGTERM → ``interrupted``; any exception → ``failed`` with the error; a
-service or Locust that dies mid-run → ``failed`` with the rows answered so far kept; a run where a
-request failed is ``failed`` too (its energy would not be comparable). In every case the replay and
+service or Locust that dies mid-run → ``failed`` with the rows answered so far kept; a request that
+gets no HTTP answer within its timeout (a hung service) → ``failed`` at once, not after every other
+prompt has waited out its own timeout; a run where a request failed is ``failed`` too (its energy
+would not be comparable). A sensor that went away is recorded in ``flags``; the run stands. In every case the replay and
 the service are stopped, and ``run.json`` is written last.
 """
 
