@@ -311,6 +311,8 @@ def test_runner_killed_mid_inference_and_mid_rest_resumes_with_no_run_lost_or_du
     assert len(read_requests(cut / "requests.csv")) >= 20  # its rows were kept, not lost
     validate_run(cut)
     assert len(ms) == 4  # three complete runs and the cut-off one; the run before the rest was not redone
+    last_two = sorted(complete, key=lambda m: m["created_at"])[-2:]  # both made by the third invocation
+    assert last_two[1]["created_at"] - last_two[0]["finished_at"] >= 4  # the rest really waited
     from analysis.runs import discover
 
     usable, left_out = discover(study_dir)
@@ -382,6 +384,9 @@ def test_a_cell_that_keeps_failing_is_retried_to_its_limit_then_reported(tmp_pat
     again = run_study(spec)  # a resume does not spend attempts the cell no longer has
     assert again.returncode == 1 and "runs started this time 0" in again.stdout
     assert len(run_manifests(tmp_path / "results" / "s")) == 3
+    fresh = run_study(spec, "--retry-failed")  # once the cause is fixed (here it is not): a new set of attempts
+    assert fresh.returncode == 1 and "runs started this time 2" in fresh.stdout and "failed attempts 4" in fresh.stdout
+    assert len(run_manifests(tmp_path / "results" / "s")) == 5  # the complete cell was not run again
 
 
 def test_marking_a_cut_off_run_twice_keeps_its_rows(tmp_path):
