@@ -59,9 +59,18 @@ spec (YAML; every key is checked, a typo is an error):
   retries: 2                  # extra attempts of a failed run
   runner: native              # auto | native | docker
   results: results            # parent of the study folder
-  protocol: {warmup_s: 5, cooldown_s: 5, rest_s: 10, prompts: paper, max_new_tokens: 8,
-             max_length: 128, ignore_eos: false, request_timeout_s: 300, ready_timeout_s: 600,
-             threads: 2, sample_interval_s: 0.5, sensors: true}
+  protocol:                   # defaults shown
+    warmup_s: 5               # idle before inference, service loaded (the study: 300)
+    cooldown_s: 5             # idle after inference (the study: 300)
+    rest_s: 0                 # wait between runs, nothing running
+    prompts: paper            # or a JSONL file (make prompts), relative to here or to the spec
+    max_length: 128           # prompt + new tokens (the study's); or max_new_tokens: N, not both
+    ignore_eos: false
+    request_timeout_s: 300    # a request with no answer by then fails the run (a hung service)
+    ready_timeout_s: 600      # load and warm-up
+    threads: null             # CPU threads for every engine (null: every core)
+    sample_interval_s: 0.5
+    sensors: true
 
 Stop it at any moment (Ctrl-C, kill, power loss): the same command continues where it stopped.
 exit status: 0 every cell complete, 1 a cell failed after its retries (or the study had to stop),
