@@ -180,10 +180,11 @@ def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, pro
             except OSError:
                 new_size = 0
             if new_size != size:  # parse only when something was appended
-                size, rows, changed = new_size, replay.rows(), time.monotonic()
-                lat = replay.latencies()
-                progress.requests(rows, statistics.fmean(lat) if lat else None)
-                if (lost := replay.first_unanswered()) is not None:
+                size, changed = new_size, time.monotonic()
+                rec = replay.read()
+                rows = rec.rows
+                progress.requests(rows, statistics.fmean(rec.latencies) if rec.latencies else None)
+                if (lost := rec.first_unanswered) is not None:
                     if not service.alive():
                         raise service.died("during inference")
                     # a hung service would make every remaining request wait out its timeout
@@ -195,8 +196,9 @@ def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, pro
                                   f"({rows} of {count} requests done); stopped it")
     finally:
         rc = replay.stop()
-    rows, lat = replay.rows(), replay.latencies()
-    progress.requests(rows, statistics.fmean(lat) if lat else None)
+    rec = replay.read()
+    rows = rec.rows
+    progress.requests(rows, statistics.fmean(rec.latencies) if rec.latencies else None)
     if rows < count:
         raise RunnerError(f"Locust exited (code {rc}) after {rows} of {count} requests; last lines of "
                           f"{replay.log_path}:\n{log_tail(replay.log_path)}")

@@ -10,12 +10,24 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from loadgen.prompts import PromptSet
 from loadgen.runners import ROOT, child_env, die_with_parent, terminate
 
 LOCUSTFILE = ROOT / "loadgen" / "locustfile.py"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the replay has recorded: ``rows`` requests, their client latencies, and the first that got
+    no HTTP answer at all (timed out, connection lost: the sign of a hung or vanished service; rows
+    refused with an HTTP status do not count)."""
+
+    rows: int
+    latencies: list[float]
+    first_unanswered: dict | None
 
 
 class LocustReplay:
@@ -40,32 +52,24 @@ class LocustReplay:
     def poll(self) -> int | None:
         return self.proc.poll()
 
-    def rows(self) -> int:
-        """Requests recorded so far (complete CSV rows; outputs may span lines)."""
-        try:
-            with open(self.rows_csv, newline="", encoding="utf-8") as fh:
-                return max(0, sum(1 for _ in csv.reader(fh)) - 1)
-        except (OSError, csv.Error):
-            return 0
-
-    def first_unanswered(self) -> dict | None:
-        """The first recorded request that got no HTTP answer at all (timed out, connection lost):
-        the sign of a hung or vanished service. Rows refused with an HTTP status do not count."""
+    def read(self) -> Recorded:
+        """The rows recorded so far, in one pass over the CSV (outputs may span lines)."""
+        count, latencies, unanswered, bad_latency = 0, [], None, False
         try:
             with open(self.rows_csv, newline="", encoding="utf-8") as fh:
                 for r in csv.DictReader(fh):
-                    if r.get("status") not in (None, "ok") and r.get("http_status") in ("0", "0.0", ""):
-                        return r
+                    count += 1
+                    try:
+                        if r.get("latency_s"):
+                            latencies.append(float(r["latency_s"]))
+                    except ValueError:
+                        bad_latency = True
+                    if unanswered is None and r.get("status") not in (None, "ok") \
+                            and r.get("http_status") in ("0", "0.0", ""):
+                        unanswered = r
         except (OSError, csv.Error):
-            pass
-        return None
-
-    def latencies(self) -> list[float]:
-        try:
-            with open(self.rows_csv, newline="", encoding="utf-8") as fh:
-                return [float(r["latency_s"]) for r in csv.DictReader(fh) if r.get("latency_s")]
-        except (OSError, csv.Error, ValueError):
-            return []
+            return Recorded(0, [], None)
+        return Recorded(count, [] if bad_latency else latencies, unanswered)
 
     def stop(self, grace: float = 10) -> int | None:
         """SIGTERM (Locust still writes its statistics), SIGKILL after ``grace`` seconds."""
