@@ -7,6 +7,7 @@ the service is gone, taking the sensor descriptors for run.json's ``sensors``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -40,8 +41,6 @@ def local_sampler(interval_s: float):
     ``WATTSERVE_POWERCAP_ROOT`` points the RAPL exporter at another powercap tree than
     /sys/class/powercap (a host's /sys mounted into a container, a simulated tree in the tests).
     """
-    import os
-
     from services.exporters.sampler import LocalSampler
 
     root = os.environ.get("WATTSERVE_POWERCAP_ROOT", "").strip()

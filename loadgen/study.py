@@ -135,7 +135,7 @@ class StudySpec(Strict):
         return v
 
 
-def _problem(err: dict, data: dict) -> str:
+def _problem(err: dict) -> str:
     where = ".".join(str(x) for x in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         known = list((Protocol if err["loc"][:1] == ("protocol",) else StudySpec).model_fields)
@@ -162,7 +162,7 @@ def load_spec(path: Path) -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(e, data) for e in exc.errors()]
+        problems = [_problem(e) for e in exc.errors()]
         raise StudyError(f"{path}: " + "; ".join(problems)) from None
 
 
@@ -513,13 +513,14 @@ def run_study(chk: Checked, need_bytes: int, retry_failed: bool = False) -> int:
     try:
         while queue:
             cell = queue.popleft()
-            if started_now and p.rest_s:
-                rest(p.rest_s, progress)
-            try:
-                check_results(chk.study_dir, need_bytes)
-            except PreflightError as exc:
-                stop_reason = str(exc)
-                break
+            if started_now:  # the first run was checked before anything started (main)
+                if p.rest_s:
+                    rest(p.rest_s, progress)
+                try:
+                    check_results(chk.study_dir, need_bytes)
+                except PreflightError as exc:
+                    stop_reason = str(exc)
+                    break
             started_now += 1
             st = cells[cell]
             attempt = st.attempts + 1
@@ -555,7 +556,6 @@ def run_study(chk: Checked, need_bytes: int, retry_failed: bool = False) -> int:
     finally:
         progress.close()
         signal.signal(signal.SIGTERM, old_term)
-    cells, _ = reconcile(chk.study_dir, spec.name)  # the folders are the truth
     text = summary_text(plan, cells, order, fresh, stop_reason, started_now, chk.study_dir)
     with contextlib.suppress(OSError):  # a full disk must not hide the summary from the terminal
         tmp = chk.study_dir / f".{SUMMARY_FILE}.tmp"
