@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import ROOT
@@ -46,17 +47,31 @@ def manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
+def recorded_rows(run_dir: Path) -> int:
+    """Requests the Locust replay of a run in progress has recorded so far."""
+    raw = Path(run_dir) / "requests.raw.csv"
+    if not raw.exists():
+        return 0
+    with open(raw, newline="") as fh:
+        return max(0, sum(1 for _ in csv.reader(fh)) - 1)
+
+
+def gone(p: psutil.Process) -> bool:
+    """The process has exited (a zombie has too: only its parent's wait is left)."""
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def wait_for_rows(results: Path, n: int, proc: subprocess.Popen, timeout: float = 180) -> Path:
     """Wait until the single run in ``results`` has recorded ``n`` requests; return its folder."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"bench exited early:\n{proc.stdout.read()}"
         for d in run_dirs(results):
-            raw = d / "requests.raw.csv"
-            if raw.exists():
-                with open(raw, newline="") as fh:
-                    if sum(1 for _ in csv.reader(fh)) - 1 >= n:
-                        return d
+            if recorded_rows(d) >= n:
+                return d
         time.sleep(0.1)
     raise TimeoutError(f"no run reached {n} requests in {timeout}s")
 

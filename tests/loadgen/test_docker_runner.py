@@ -22,7 +22,7 @@ from loadgen.runfolder import read_requests, validate_manifest, validate_run
 from loadgen.runners import (RunnerError, choose_runner, container_name, docker_answers, docker_unavailable_reason,
                              image_name, prepare_command, start_service)
 from tests.docker.conftest import DOCKER, TEST_VOLUME, docker, engine_status, seed_tiny
-from tests.loadgen.conftest import QUICK, manifest, run_bench, run_dirs, start_bench, wait_for_rows
+from tests.loadgen.conftest import QUICK, gone, manifest, run_bench, run_dirs, start_bench, wait_for_rows
 
 PAPER = load_prompts("paper")
 IMAGE = image_name("onnx-cpu")
@@ -118,13 +118,6 @@ def docker_cache(tiny_ready) -> str:
         docker("volume", "create", TEST_VOLUME)
     seed_tiny(TEST_VOLUME, IMAGE)
     return TEST_VOLUME
-
-
-def gone(p: psutil.Process) -> bool:
-    try:
-        return p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def docker_env(volume: str) -> dict[str, str]:

@@ -16,17 +16,10 @@ from loadgen.prompts import load_prompts
 from loadgen.runfolder import PHASES, read_requests, validate_manifest, validate_run
 from services.exporters.sampler import powercap_state
 from tests.conftest import ROOT
-from tests.loadgen.conftest import QUICK, manifest, run_bench, run_dirs, start_bench, wait_for_rows
+from tests.loadgen.conftest import QUICK, gone, manifest, run_bench, run_dirs, start_bench, wait_for_rows
 
 pytestmark = pytest.mark.slow
 PAPER = load_prompts("paper")
-
-
-def gone(p: psutil.Process) -> bool:
-    try:
-        return p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def service_children(bench_pid: int) -> list[psutil.Process]:

@@ -12,16 +12,11 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.exporters.fakes import NetioProfile, NetioServer, build_powercap
-from tests.loadgen.conftest import manifest, run_bench
+from tests.loadgen.conftest import manifest, run_bench, run_dirs
 
 pytestmark = pytest.mark.slow
 QUICK = ["--config", "torch-cpu", "--model", "tiny", "--max-new-tokens", "16", "--warmup", "0.5", "--cooldown", "0.5",
          "--threads", "1"]
-
-
-def only_run(results):
-    (run_dir,) = [d for d in results.iterdir() if d.is_dir()]
-    return run_dir
 
 
 def test_rapl_counter_wrapping_mid_run_gives_the_right_energy(tmp_path, tiny):
@@ -40,7 +35,8 @@ def test_rapl_counter_wrapping_mid_run_gives_the_right_energy(tmp_path, tiny):
     finally:
         sim.kill()
     assert r.returncode == 0, r.stdout + r.stderr
-    m = manifest(only_run(tmp_path / "results"))
+    (run_dir,) = run_dirs(tmp_path / "results")
+    m = manifest(run_dir)
     inf = m["phases"]["inference"]
     duration = inf["end"] - inf["start"]
     assert duration * watts > 2 * range_uj / 1e6  # the counter wrapped at least twice inside the window
@@ -61,7 +57,7 @@ def test_a_slow_netio_meter_is_bounded_marked_unavailable_and_its_credentials_st
     finally:
         server.close()
     assert r.returncode == 0, r.stdout + r.stderr  # the run itself stands
-    run_dir = only_run(tmp_path / "results")
+    (run_dir,) = run_dirs(tmp_path / "results")
     m = manifest(run_dir)
     assert m["status"] == "complete"
     netio = {s["name"]: s for s in m["sensors"]}["netio"]
