@@ -65,7 +65,7 @@ benchmark-analysis: $(STAMP)
 	$(PY) benchmarks/analysis_scale.py
 
 overhead: $(STAMP)
-	$(PY) -m services.exporters.overhead --seconds 30
+	$(PY) -m loadgen.exporter_overhead --seconds 30
 
 benchmark-serving: $(STAMP)
 	$(PY) benchmarks/serving.py

@@ -92,7 +92,7 @@ RUN_COLUMNS = (
        "latency_median_s", "tokens_per_s", "energy_per_request_j", "energy_per_token_j", "energy_dram_j",
        "idle_power_cpu_w", "idle_power_gpu_w", "idle_power_wall_w",
        "dynamic_energy_cpu_j", "dynamic_energy_gpu_j", "dynamic_energy_wall_j", "dynamic_energy_global_j",
-       "idle_share", "energy_global_parts"]
+       "idle_share", "energy_global_parts", "energy_global_estimated", "energy_global_provenance"]
     + [f"energy_{d}_{k}" for d in ENERGY_DOMAINS for k in ("source", "estimated", "method", "complete")]
     + ["output_match_rate", "output_reference", "energy_notes", "flags"]
 )

@@ -1,7 +1,7 @@
 """Energy, power and utilization of a time window, from a run folder's sampled ``series.csv``.
 
 One library for the bench summary and the analysis. It reads what the sampler wrote
-(services/exporters/sampler.py; format in docs/run-folder.md) and understands the wattserve_ metrics
+(loadgen/sampler.py; format in docs/run-folder.md) and understands the wattserve_ metrics
 (services/exporters/README.md) and NVIDIA dcgm-exporter's DCGM_FI_ series.
 
 Rules
@@ -35,7 +35,6 @@ Rules
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-SERIES_COLUMNS = ("t", "sensor", "metric", "labels", "value")
+
 ENERGY = "wattserve_energy_joules_total"
 POWER = "wattserve_power_watts"
 SENSOR_UP = "wattserve_sensor_up"
@@ -101,39 +100,6 @@ class GlobalEnergy:
 
 
 # ------------------------------------------------------------------ loading
-
-def load_series(run_dir: str | Path) -> pd.DataFrame:
-    """``series.csv`` of a run folder (or the file itself) as columns t (float, epoch s), sensor, metric,
-    labels (dict), value (float), sorted by t. A truncated last line (a crash mid-write) is dropped."""
-    path = Path(run_dir)
-    if path.is_dir():
-        path = path / "series.csv"
-    data = path.read_bytes()
-    data = data[: data.rfind(b"\n") + 1]  # a row cut short by a crash mid-write is dropped
-    df = pd.read_csv(io.BytesIO(data), dtype={"sensor": str, "metric": str, "labels": str},
-                     on_bad_lines="skip", engine="c") if data else pd.DataFrame()
-    if df.empty:
-        return pd.DataFrame({c: pd.Series(dtype=float if c in ("t", "value") else object)
-                             for c in SERIES_COLUMNS})
-    df["t"] = pd.to_numeric(df["t"], errors="coerce")
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    df = df.dropna(subset=["t", "sensor", "metric", "labels"])
-    cache: dict[str, dict] = {}
-
-    def parse(s: str) -> dict | None:
-        if s not in cache:
-            try:
-                d = json.loads(s)
-                cache[s] = {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else None
-            except ValueError:
-                cache[s] = None
-        return cache[s]
-
-    df["labels"] = df["labels"].map(parse)
-    df = df[df["labels"].notna()]
-    df = df.sort_values("t", kind="stable").reset_index(drop=True)
-    return df[list(SERIES_COLUMNS)]
-
 
 def _frozen(labels: Mapping[str, str]) -> tuple:
     return tuple(sorted(labels.items()))

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from loadgen.runfolder import read_series
 from analysis.catalog import (DEPENDENT_VARIABLES, SIZE_CATEGORIES, config_sort_key,  # noqa: E402
                               model_sort_key)
 
@@ -146,7 +147,7 @@ def timeseries_plot(run_dir: Path, manifest: dict, out_dir: Path) -> Path | None
     """Power per source (top) and CPU/GPU utilization (bottom) of one run, phases shaded."""
     from analysis import energy as E
 
-    series = E.load_series(run_dir)
+    series = read_series(run_dir)
     if series is None or len(series) == 0:
         return None
     phases = manifest.get("phases") or {}

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from loadgen.runfolder import read_series
 from analysis.catalog import (ENERGY_DOMAINS, RUN_COLUMNS, canonical_model, config_sort_key,
                               model_sort_key, reference_config, size_category_for)
 from analysis.progress import progress
@@ -209,6 +210,13 @@ def energy_columns(E, series: pd.DataFrame, manifest: dict, row: dict) -> None:
     elif cpu is not None and "gpu" not in readings:
         row["flags"].append("missing:gpu")  # the host has a GPU but no GPU sensor ran
 
+    if row.get("energy_global_j") is not None:
+        est = any(row.get(f"energy_{p}_estimated") for p in row["energy_global_parts"].split("+"))
+        row["energy_global_estimated"] = est
+        row["energy_global_provenance"] = "estimated" if est else "measured"
+    else:
+        row["energy_global_provenance"] = "missing"
+
     idle = _weighted_idle(E, series, phases)
     for dom in ("cpu", "gpu", "wall"):
         watts = idle.get(dom)
@@ -277,7 +285,7 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
         from analysis import energy as E  # lazily: another module owns the energy arithmetic
 
         try:
-            series = E.load_series(folder)
+            series = read_series(folder)
             energy_columns(E, series, manifest, row)
         except Exception as e:
             row["flags"].append("energy_error")

@@ -3,7 +3,9 @@
 Each run: prepare the model artifact (not measured) → start the service → wait until ready
 (``load``) → idle before → replay the prompt set once with Locust (``inference``) → idle after →
 stop the service → write ``RESULTS/<run-id>/`` (docs/run-folder.md). Runs are interleaved
-(repetition-major: every configuration once, then again), never one configuration's reps in a row.
+(repetition-major: every configuration once, then again), never one configuration's reps in a row,
+and randomized: each repetition is a fresh permutation from a seed that is printed and recorded in
+every run.json (``--shuffle SEED`` chooses it, ``--fixed-order`` turns it off).
 At the end, a comparison table over the runs just made, also written to ``RESULTS/bench-<ts>.md``.
 """
 
@@ -101,8 +103,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-eos", action="store_true", help="always generate up to the limit")
     p.add_argument("--threads", type=int, default=None,
                    help=f"CPU threads for every engine (default: all usable cores, here {default_threads()})")
-    p.add_argument("--shuffle", type=int, metavar="SEED", default=None,
-                   help="shuffle the configuration order within each repetition with this seed")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument("--shuffle", type=int, metavar="SEED", default=None,
+                       help="seed of the run order (default: drawn, printed and recorded in every run.json)")
+    order.add_argument("--fixed-order", action="store_true",
+                       help="run the configurations in the order given, every repetition (not randomized)")
     p.add_argument("--sample-interval", type=float, default=0.5,
                    help="seconds between sensor scrapes (default 0.5)")
     p.add_argument("--no-sensors", action="store_true",
@@ -183,12 +188,15 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
     return Settings(configs=configs, model=model, reps=reps, warmup_s=warmup, cooldown_s=cooldown, prompts=prompts,
                     results=results, runner=runner, runner_reason=why, request_timeout_s=timeout,
                     ready_timeout_s=ready_timeout, max_new_tokens=args.max_new_tokens, max_length=args.max_length,
-                    ignore_eos=args.ignore_eos, threads=threads, preset=preset_name, shuffle=args.shuffle,
+                    ignore_eos=args.ignore_eos, threads=threads, preset=preset_name,
+                    shuffle=None if args.fixed_order else (args.shuffle if args.shuffle is not None
+                                                            else random.SystemRandom().randrange(2**31)),
                     revision=args.revision, trust_remote_code=args.trust_remote_code)
 
 
 def schedule(s: Settings) -> list[tuple[int, str]]:
-    """(rep, config) in run order: repetition-major, optionally shuffled within each repetition."""
+    """(rep, config) in run order: repetition-major, each repetition a fresh permutation drawn from the
+    seed (``shuffle``; None = the order given, every repetition)."""
     rng = random.Random(s.shuffle)
     order = []
     for rep in range(1, s.reps + 1):
@@ -204,7 +212,8 @@ def header(s: Settings, runs: int) -> str:
     return "\n".join([
         f"runner:  {s.runner} ({s.runner_reason})",
         f"configs: {', '.join(s.configs)}; model {s.model}; {s.reps} rep(s) = {runs} run(s)"
-        + (f"; preset {s.preset}" if s.preset else "") + (f"; shuffled (seed {s.shuffle})" if s.shuffle is not None else ""),
+        + (f"; preset {s.preset}" if s.preset else "") + (f"; order randomized (seed {s.shuffle}; --shuffle {s.shuffle} repeats it)" if s.shuffle is not None
+           else "; fixed order (--fixed-order)"),
         f"prompts: {s.prompts.name} ({s.prompts.count} prompts, sha256 {s.prompts.sha256[:16]}…)",
         f"windows: idle {s.warmup_s:g} s before, {s.cooldown_s:g} s after; greedy, {limit}"
         + (", ignore_eos" if s.ignore_eos else "") + f"; {s.threads} threads; request timeout {s.request_timeout_s:g} s",
@@ -250,7 +259,7 @@ def main(argv=None) -> int:
                            ready_timeout_s=s.ready_timeout_s, max_new_tokens=s.max_new_tokens,
                            max_length=s.max_length, ignore_eos=s.ignore_eos, threads=s.threads,
                            runner=s.runner, revision=s.revision, trust_remote_code=s.trust_remote_code,
-                           bench_id=bench_id, order=i)
+                           bench_id=bench_id, order=i, order_seed=s.shuffle)
             summaries.append(summarize(run_once(plan, sampler=sampler, progress=progress, host=host, software=software)))
     except RunInterrupted as exc:
         summaries.append(summarize(exc.run_dir))

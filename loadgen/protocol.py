@@ -73,6 +73,7 @@ class RunPlan:
     sample_interval_s: float | None = None
     bench_id: str | None = None
     order: int | None = None  # position in the bench
+    order_seed: int | None = None  # seed of the bench's randomized order (None: fixed order)
     study: dict | None = None  # {name, cell, attempt, ...} when the run belongs to a study (loadgen/study.py)
 
     def __post_init__(self) -> None:
@@ -265,7 +266,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         "protocol": {"rep": plan.rep, "reps": plan.reps, "warmup_s": plan.warmup_s, "cooldown_s": plan.cooldown_s,
                      "request_timeout_s": plan.request_timeout_s, "sample_interval_s": plan.sample_interval_s,
                      "ready_timeout_s": plan.ready_timeout_s, "stop_delay_s": plan.stop_delay_s,
-                     "bench_id": plan.bench_id, "order": plan.order, "clock": "time.time() of the bench process"},
+                     "bench_id": plan.bench_id, "order": plan.order, "order_seed": plan.order_seed, "clock": "time.time() of the bench process"},
         "study": plan.study, "flags": [],
         "phases": phases, "prepare": None, "service": None,
         "host": host or host_info(), "software": software or software_versions(),

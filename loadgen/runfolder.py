@@ -1,4 +1,5 @@
-"""The run folder (docs/run-folder.md): a crash-safe writer and the validator analysis relies on.
+"""The run folder (docs/run-folder.md): the one module that writes and reads ``run.json``,
+``requests.csv`` and ``series.csv``, and the validator analysis relies on.
 
 Crash safety: the folder is created exclusively (a run is never overwritten); ``run.json`` is always
 replaced atomically (temp file, fsync, rename), first with ``status: running`` and last with the
@@ -26,6 +27,8 @@ REQUEST_COLUMNS = ("index", "task_id", "start", "end", "latency_s", "server_late
 MANIFEST = "run.json"
 REQUESTS = "requests.csv"
 RAW_REQUESTS = "requests.raw.csv"  # what the locustfile appends to during the replay
+SERIES = "series.csv"
+SERIES_COLUMNS = ("t", "sensor", "metric", "labels", "value")
 
 
 class ManifestError(ValueError):
@@ -139,6 +142,73 @@ def read_requests(path: Path) -> list[dict]:
             except ValueError:
                 continue  # a torn row
     return out
+
+
+# ------------------------------------------------------------------------------------ series.csv
+
+class SeriesWriter:
+    """Appends sensor samples to ``series.csv`` (header once), flushing about every ``flush_s`` seconds;
+    ``close`` flushes and fsyncs. Rows: (t epoch s, sensor, metric, labels JSON with sorted keys, value)."""
+
+    def __init__(self, run_dir: Path, flush_s: float = 1.0) -> None:
+        self.path = Path(run_dir) / SERIES
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self.flush_s, self._flushed = flush_s, 0.0
+        if fresh:
+            self._writer.writerow(SERIES_COLUMNS)
+            self._file.flush()
+
+    def write(self, rows: list[tuple]) -> None:
+        self._writer.writerows(rows)
+        now = time.monotonic()
+        if now - self._flushed >= self.flush_s:
+            self._file.flush()
+            self._flushed = now
+
+    def close(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
+def read_series(run_dir: str | Path):
+    """``series.csv`` of a run folder (or the file itself) as a DataFrame with columns t (float, epoch s),
+    sensor, metric, labels (dict), value (float), sorted by t. A truncated last line (a crash mid-write)
+    and rows that do not parse are dropped."""
+    import io
+
+    import pandas as pd  # lazily: the locustfile imports this module and must start fast
+
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / SERIES
+    data = path.read_bytes()
+    data = data[: data.rfind(b"\n") + 1]  # a row cut short by a crash mid-write is dropped
+    df = pd.read_csv(io.BytesIO(data), dtype={"sensor": str, "metric": str, "labels": str},
+                     on_bad_lines="skip", engine="c") if data else pd.DataFrame()
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype=float if c in ("t", "value") else object)
+                             for c in SERIES_COLUMNS})
+    df["t"] = pd.to_numeric(df["t"], errors="coerce")
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    df = df.dropna(subset=["t", "sensor", "metric", "labels"])
+    cache: dict[str, dict | None] = {}
+
+    def parse(s: str) -> dict | None:
+        if s not in cache:
+            try:
+                d = json.loads(s)
+                cache[s] = {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else None
+            except ValueError:
+                cache[s] = None
+        return cache[s]
+
+    df["labels"] = df["labels"].map(parse)
+    df = df[df["labels"].notna()]
+    df = df.sort_values("t", kind="stable").reset_index(drop=True)
+    return df[list(SERIES_COLUMNS)]
 
 
 # ------------------------------------------------------------------------------------ validation

@@ -1,6 +1,6 @@
 """What the protocol needs from a sensor sampler, and the no-op one used when there is none.
 
-The real sampler (services/exporters/sampler.py) scrapes exporters into ``series.csv``; the
+The real sampler (loadgen/sampler.py) scrapes exporters into ``series.csv``; the
 protocol only starts it before the service starts (so ``load`` is sampled too) and stops it after
 the service is gone, taking the sensor descriptors for run.json's ``sensors``.
 """
@@ -36,12 +36,12 @@ class NullSampler:
 
 
 def local_sampler(interval_s: float):
-    """The exporters this machine supports, sampled every ``interval_s`` (services/exporters/sampler.py).
+    """The exporters this machine supports, sampled every ``interval_s`` (loadgen/sampler.py).
 
     ``WATTSERVE_POWERCAP_ROOT`` points the RAPL exporter at another powercap tree than
     /sys/class/powercap (a host's /sys mounted into a container, a simulated tree in the tests).
     """
-    from services.exporters.sampler import LocalSampler
+    from loadgen.sampler import LocalSampler
 
     root = os.environ.get("WATTSERVE_POWERCAP_ROOT", "").strip()
     return LocalSampler(interval_s=interval_s, **({"powercap_root": Path(root)} if root else {}))

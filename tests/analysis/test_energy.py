@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from loadgen.runfolder import read_series
 from analysis.energy import (EnergyReading, counter_delta, dynamic_energy, global_energy, idle_power,
-                             integrate_power, load_series, window_delta, window_energy, window_mean)
+                             integrate_power, window_delta, window_energy, window_mean)
 
 MIB = 1024 * 1024
 
@@ -207,7 +208,7 @@ def test_load_series_reads_the_sampler_format_and_survives_a_torn_last_line(tmp_
                                     "method": "counter", "source": "rapl"}, sort_keys=True), 10 * t])
             w.writerow([t, "rapl", "up", "{}", 1.0])
         f.write('2.0,rapl,wattserve_energy_joules_total,"{""dev')  # crash mid-write
-    df = load_series(tmp_path)
+    df = read_series(tmp_path)
     assert list(df.columns) == ["t", "sensor", "metric", "labels", "value"]
     assert len(df) == 4 and df["t"].is_monotonic_increasing
     assert df.loc[0, "labels"]["domain"] == "cpu" and df.loc[1, "labels"] == {}

@@ -80,3 +80,4 @@ def wait_for_rows(results: Path, n: int, proc: subprocess.Popen, timeout: float 
 def tiny_ready(tiny):
     """The tiny model is built (once) before any bench starts."""
     return tiny
+from tests.exporters.conftest import start_exporter  # noqa: F401  (the sampler tests run real exporters)

@@ -1,6 +1,6 @@
 """Scrape exporters into a run folder's ``series.csv``, and start the exporters this machine supports.
 
-    from services.exporters.sampler import Sampler, start_local_exporters
+    from loadgen.sampler import Sampler, start_local_exporters
 
     targets, stop_exporters = start_local_exporters(service_pid, log_dir=run_dir / "exporters")
     sampler = Sampler(targets, interval_s=0.5)
@@ -17,7 +17,6 @@ scrape adds one ``up`` row (1 = the target answered, 0 = it did not) so gaps are
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -33,11 +32,11 @@ from typing import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadgen.runfolder import SeriesWriter
 from services.exporters.common import redact_url, url_secrets
 
 log = logging.getLogger("wattserve.sampler")
-ROOT = Path(__file__).resolve().parents[2]
-COLUMNS = ("t", "sensor", "metric", "labels", "value")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -79,9 +78,7 @@ class Sampler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._file = None
-        self._writer = None
-        self._flushed = 0.0
+        self._writer: SeriesWriter | None = None
         self.path: Path | None = None
 
     def start(self, run_dir: Path) -> None:
@@ -89,13 +86,8 @@ class Sampler:
             raise RuntimeError("sampler already started")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / "series.csv"
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = open(self.path, "a", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._file)
-        if fresh:
-            self._writer.writerow(COLUMNS)
-            self._file.flush()
+        self._writer = SeriesWriter(run_dir, self.flush_s)
+        self.path = self._writer.path
         self._stop.clear()
         for tgt in self.targets.values():
             th = threading.Thread(target=self._loop, args=(tgt,), name=f"sampler-{tgt.name}", daemon=True)
@@ -109,11 +101,9 @@ class Sampler:
             th.join(self.timeout_s + 5)
         self._threads = []
         with self._lock:
-            if self._file is not None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
-                self._file = self._writer = None
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         return [self._descriptor(t) for t in self.targets.values()]
 
     # -- scraping
@@ -190,11 +180,7 @@ class Sampler:
         with self._lock:
             if self._writer is None:
                 return
-            self._writer.writerows(rows)
-            now = time.monotonic()
-            if now - self._flushed >= self.flush_s:
-                self._file.flush()
-                self._flushed = now
+            self._writer.write(rows)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

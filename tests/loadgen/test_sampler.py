@@ -13,9 +13,10 @@ import time
 import httpx
 import pytest
 
-from analysis.energy import load_series, window_energy, window_mean
+from loadgen.runfolder import read_series
+from analysis.energy import window_energy, window_mean
 from services.exporters.common import PowerIntegrator, RateWindow
-from services.exporters.sampler import LocalSampler, Sampler, start_local_exporters
+from loadgen.sampler import LocalSampler, Sampler, start_local_exporters
 from tests.exporters.conftest import HERE
 from tests.exporters.fakes import DcgmServer, NetioProfile, NetioServer, StepProfile, build_powercap
 
@@ -72,7 +73,7 @@ def test_sampler_series_and_window_energy_match_truth(tmp_path, start_exporter):
     host_up = [float(r["value"]) for r in rows if r["sensor"] == "host" and r["metric"] == "up"]
     assert host_up[0] == 1 and host_up[-1] == 0
 
-    series = load_series(run_dir)
+    series = read_series(run_dir)
     start, end = t0 + 1.5, t0 + 7.5
     readings = window_energy(series, start, end)
     cpu_truth = StepProfile(PACKAGE, SIM_S).energy(7.5) - StepProfile(PACKAGE, SIM_S).energy(1.5)
@@ -102,7 +103,7 @@ def test_dcgm_exporter_series_through_the_sampler(tmp_path):
     finally:
         dcgm.close()
     assert (desc["source"], desc["available"], desc["estimated"]) == ("dcgm", True, False)
-    series = load_series(tmp_path)
+    series = read_series(tmp_path)
     start, end = dcgm.t0 + 0.5, dcgm.t0 + 2.0
     gpu = window_energy(series, start, end)["gpu"]
     assert (gpu.source, gpu.method, gpu.complete) == ("dcgm", "counter", True), gpu
@@ -142,7 +143,7 @@ def test_local_sampler_as_the_bench_protocol_drives_it(tmp_path):
         service.wait()
         sensors = {d["name"]: d for d in sampler.stop()}
     assert {"host", "estimate"} <= set(sensors) and all(d["available"] for d in sensors.values()), sensors
-    series = load_series(tmp_path / "run")
+    series = read_series(tmp_path / "run")
     tree = series[(series["metric"] == "wattserve_process_up") & (series["value"] == 1)]
     assert set(tree["labels"].map(lambda d: (d["target"], d["pid"]))) == {("service", str(service.pid))}
 

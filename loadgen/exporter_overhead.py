@@ -1,6 +1,6 @@
 """Measure what the measurement costs: CPU time of the local exporters and the sampler over a while.
 
-    python -m services.exporters.overhead [--seconds 30] [--interval 0.5]
+    python -m loadgen.exporter_overhead [--seconds 30] [--interval 0.5]
 
 Starts the exporters this machine supports (start_local_exporters, watching this process) and a
 Sampler scraping them into a temporary run folder, then reports each one's CPU seconds (user+system)
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from services.exporters.sampler import Sampler, start_local_exporters
+from loadgen.sampler import Sampler, start_local_exporters
 
 
 def cpu_s(p: psutil.Process) -> float:
@@ -64,7 +64,7 @@ def measure(seconds: float = 30.0, interval_s: float = 0.5) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m services.exporters.overhead", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m loadgen.exporter_overhead", description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--interval", type=float, default=0.5)
     args = p.parse_args(argv)
