@@ -23,8 +23,13 @@ Rules
   start at ~0 when their exporter starts); the energy between the last sample before and the restart
   is lost, so the reading is marked incomplete.
 * Missing is None, never 0: a domain whose sensor exists but gave no value for the window has
-  ``joules=None``. A sensor that reported ``wattserve_sensor_up 0`` (or a failed scrape, ``up 0``) inside
-  the window leaves a value (if the counter covers it) marked ``complete=False``.
+  ``joules=None``. A sensor that reported ``wattserve_sensor_up 0`` (or a failed scrape, ``up 0``, or an
+  energy/power sample the sampler dropped as bad data, a ``dropped`` row) inside the window leaves a value
+  (if the counter covers it) marked ``complete=False``.
+* Devices: ``devices={"gpu": {uuid, ...}}`` (window_energy, window_mean) counts, for that domain, only
+  the series whose ``uuid`` (wattserve) or ``UUID`` (dcgm-exporter) label is in the set: the serving GPU
+  of a multi-GPU host (run.json ``service.gpu_uuids``). A series without such a label is not counted;
+  a domain left with no series is missing, never 0 J.
 * One source per domain, never summed across sources (NVML and DCGM for the same GPU would double
   count); devices within the chosen source are summed (two packages, two GPUs, two outlets). Choice:
   has a value > measured (not estimated) > hardware counter > complete > SOURCE_PRIORITY.
@@ -38,7 +43,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,6 +58,8 @@ SAMPLE_TS = "wattserve_sensor_last_sample_timestamp_seconds"
 DCGM_ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"  # mJ counter (prometheus_client's parser, hence
 DCGM_ENERGY_NAMES = (DCGM_ENERGY, DCGM_ENERGY + "_total")  # the sampler, names its samples ..._total)
 DCGM_POWER = "DCGM_FI_DEV_POWER_USAGE"                # W
+DROPPED = "dropped"  # the sampler's row for a bad sample it dropped (labels: metric, reason, value, ...)
+ENERGY_METRICS = frozenset({ENERGY, POWER, DCGM_POWER, *DCGM_ENERGY_NAMES})
 MIB = 1024 * 1024
 # wattserve gauge -> the DCGM series that stand for it (summed), with their scale to wattserve units
 DCGM_EQUIVALENTS: dict[str, list[tuple[str, float]]] = {
@@ -78,25 +85,6 @@ class EnergyReading:
     complete: bool
     devices: dict[str, float | None] = field(default_factory=dict)
     note: str = ""
-
-
-@dataclass(frozen=True)
-class GlobalEnergy:
-    """CPU + GPU (the study's "global energy"), None-aware. ``missing``: domains whose sensor exists but
-    gave no value (then ``joules`` is the sum of what is present, and ``complete`` is False);
-    ``absent``: domains with no sensor at all (a CPU-only host: global is the CPU alone, ``label`` says
-    "cpu"); ``complete``: every part with a sensor gave a complete reading."""
-
-    joules: float | None
-    parts: dict[str, float | None]
-    missing: tuple[str, ...]
-    absent: tuple[str, ...]
-    estimated: bool
-    complete: bool
-
-    @property
-    def label(self) -> str:
-        return "+".join(d for d, j in self.parts.items() if j is not None)
 
 
 # ------------------------------------------------------------------ loading
@@ -234,6 +222,11 @@ def _sensor_health(series: pd.DataFrame, sensor: str, source: str, start: float,
     scrape = inside[inside["metric"] == SCRAPE_UP]
     if (scrape["value"] == 0).any():
         notes.append(f"{sensor} did not answer {int((scrape['value'] == 0).sum())} of {len(scrape)} scrapes")
+    bad = inside[(inside["metric"] == DROPPED) & inside["labels"].map(
+        lambda d: d.get("metric") in ENERGY_METRICS and d.get("source", source) == source)]
+    if len(bad):
+        notes.append(f"{sensor}: the sampler dropped {len(bad)} bad energy/power sample(s) "
+                     f"({bad['labels'].iloc[-1].get('reason')})")
     return notes
 
 
@@ -309,10 +302,44 @@ def _rank(r: EnergyReading) -> tuple:
     return (r.joules is None, r.estimated, r.method != "counter", not r.complete, prio, r.source or "")
 
 
+def _series_domain(metric: str, labels: Mapping[str, str]) -> str | None:
+    if "domain" in labels:
+        return labels["domain"]
+    return "gpu" if metric.startswith(("wattserve_gpu_", "DCGM_FI_")) else None
+
+
+def select_devices(series: pd.DataFrame, devices: Mapping[str, Collection[str]] | None) -> tuple[pd.DataFrame, set]:
+    """``series`` without the rows of a filtered domain whose ``uuid``/``UUID`` label is not in its set
+    (see the module notes), and the domains that lost every row that way."""
+    if not devices:
+        return series, set()
+    wanted = {d: {str(x) for x in ids} for d, ids in devices.items()}
+
+    def keep(metric: str, labels: Mapping[str, str]) -> bool:
+        domain = _series_domain(metric, labels)
+        if domain not in wanted:
+            return True
+        return (labels.get("uuid") or labels.get("UUID")) in wanted[domain]
+
+    memo: dict[tuple[str, int], bool] = {}  # load_series shares one labels dict per distinct string
+    mask = np.array([memo[k] if (k := (m, id(d))) in memo else memo.setdefault(k, keep(m, d))
+                     for m, d in zip(series["metric"], series["labels"])], dtype=bool)
+
+    def energy_domains(rows: pd.DataFrame) -> set:
+        e = rows[rows["metric"].isin(ENERGY_METRICS)]
+        return {_series_domain(m, d) for m, d in zip(e["metric"], e["labels"])}
+
+    kept = series[mask] if len(series) else series
+    return kept, (energy_domains(series) & set(wanted)) - energy_domains(kept)
+
+
 def window_energy(series: pd.DataFrame, start: float, end: float, *,
-                  max_gap_s: float | None = None) -> dict[str, EnergyReading]:
+                  max_gap_s: float | None = None,
+                  devices: Mapping[str, Collection[str]] | None = None) -> dict[str, EnergyReading]:
     """Energy per domain (cpu, cpu_core, uncore, dram, psys, gpu, wall...) over [start, end], one source
-    per domain, devices summed. A domain whose sensor ran but gave no value -> ``joules=None``."""
+    per domain, devices summed. A domain whose sensor ran but gave no value -> ``joules=None``.
+    ``devices``: per domain, the device UUIDs to count (the serving GPU); see the module notes."""
+    series, emptied = select_devices(series, devices)
     result: dict[str, EnergyReading] = {}
     health_cache: dict[tuple[str, str], list[str]] = {}
     for domain, cands in _candidates(series, start, end, max_gap_s).items():
@@ -335,48 +362,87 @@ def window_energy(series: pd.DataFrame, start: float, end: float, *,
         method = "counter" if source in ("rapl", "energibridge", "nvml", "dcgm") else "power-integral"
         result[domain] = EnergyReading(None, source, source == "estimate", method, False, {},
                                        "; ".join([f"{sensor} exported no energy: {why}", *health]))
+    for domain in emptied:  # series of other devices only: missing, never absent (nor 0 J)
+        r = result.get(domain)
+        if r is None or r.joules is None:
+            result[domain] = EnergyReading(None, r.source if r else None, bool(r and r.estimated),
+                                           r.method if r else "counter", False, {},
+                                           f"no {domain} series of device(s) {', '.join(sorted(devices[domain]))}")
     return dict(sorted(result.items()))
 
 
-def idle_power(series: pd.DataFrame, start: float, end: float, settle_s: float = 30.0) -> dict[str, float | None]:
-    """Mean power per domain over the settled tail of an idle window: [start + settle_s, end]; when the
-    window is shorter than settle_s + 10 s, its second half. Watts, None where energy is missing."""
-    if not end > start:
-        return {}
-    tail = start + settle_s
-    if end - tail < min(10.0, (end - start) / 2):
-        tail = start + (end - start) / 2
-    return {d: (None if r.joules is None else r.joules / (end - tail))
-            for d, r in window_energy(series, tail, end).items()}
+class CumulativeEnergy:
+    """Joules since the first sample, as a function of time, for one domain's chosen source (devices
+    summed): a counter's reset-corrected value, or a power gauge's running trapezoid. ``f(t)`` takes an
+    array and gives NaN outside the samples (no extrapolation). ``step_s``: the series' median sample
+    spacing, what the sensor can resolve at best. Evaluating many windows (every request) costs one pass."""
+
+    def __init__(self, curves: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.curves = curves
+        self.step_s = max((float(np.median(np.diff(t))) for t, _ in curves if len(t) > 1), default=float("inf"))
+
+    def __call__(self, t) -> np.ndarray:
+        t = np.asarray(t, dtype=float)
+        total = np.zeros_like(t)
+        for ts, cs in self.curves:
+            v = np.interp(t, ts, cs)
+            v[(t < ts[0]) | (t > ts[-1]) | ~np.isfinite(t)] = np.nan
+            total = total + v
+        return total
 
 
-def dynamic_energy(reading: EnergyReading | float | None, idle_w: float | None, duration_s: float) -> float | None:
-    """Energy above the idle floor: joules - idle_w x duration. None if either is missing."""
-    joules = reading.joules if isinstance(reading, EnergyReading) else reading
-    if joules is None or idle_w is None:
+def _cumulative_counter(t: np.ndarray, v: np.ndarray) -> np.ndarray:
+    d = np.diff(v)
+    return np.concatenate([[0.0], np.cumsum(np.where(d >= 0, d, v[1:]))])  # a drop = restarted from 0
+
+
+def _cumulative_power(t: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.diff(t) * (w[1:] + w[:-1]) / 2)])
+
+
+def _device_ok(labels: Mapping[str, str], devices) -> bool:
+    if not devices:
+        return True
+    ids = {labels.get(k) for k in ("uuid", "UUID", "device")}
+    return bool(ids & set(devices))
+
+
+def cumulative_energy(series: pd.DataFrame, domain: str, source: str | None, *,
+                      devices=None) -> CumulativeEnergy | None:
+    """The cumulative energy of ``domain`` from ``source`` (as :func:`window_energy` chose it), or None
+    when that source has no series. Counters are preferred to power, as in window_energy."""
+    if source is None:
         return None
-    return float(joules) - float(idle_w) * float(duration_s)
+    clocks = _sensor_clocks(series)
 
+    def timed(sensor: str, t: np.ndarray) -> np.ndarray:
+        clock = clocks.get(sensor)
+        return np.array([clock.get(x, x) for x in t], dtype=float) if clock else t
 
-def global_energy(readings: Mapping[str, EnergyReading], parts: Iterable[str] = ("cpu", "gpu")) -> GlobalEnergy:
-    """The study's global energy (CPU + GPU), reporting what is present and flagging the rest."""
-    values: dict[str, float | None] = {}
-    missing, absent = [], []
-    estimated, complete = False, True
-    for d in parts:
-        r = readings.get(d)
-        if r is None:
-            absent.append(d)
-            continue
-        values[d] = r.joules
-        if r.joules is None:
-            missing.append(d)
-        else:
-            estimated |= r.estimated
-            complete &= r.complete
-    present = [v for v in values.values() if v is not None]
-    return GlobalEnergy(float(sum(present)) if present else None, values, tuple(missing), tuple(absent),
-                        estimated, complete and not missing and bool(present))
+    curves = []
+    if source == "dcgm" and domain == "gpu":
+        for sensor, lab, t, v in [g for name in DCGM_ENERGY_NAMES for g in _series_of(series, name)]:
+            if _device_ok(lab, devices):
+                t, v = _prep(t, v / 1000.0)
+                curves.append((t, _cumulative_counter(t, v)))
+        if not curves:
+            for sensor, lab, t, v in _series_of(series, DCGM_POWER):
+                if _device_ok(lab, devices):
+                    t, v = _prep(t, v)
+                    curves.append((t, _cumulative_power(t, v)))
+    else:
+        want = {"domain": domain, "source": source}
+        for sensor, lab, t, v in _series_of(series, ENERGY, labels=want):
+            if _device_ok(lab, devices):
+                t, v = _prep(timed(sensor, t), v)
+                curves.append((t, _cumulative_counter(t, v)))
+        if not curves:
+            for sensor, lab, t, v in _series_of(series, POWER, labels=want):
+                if _device_ok(lab, devices):
+                    t, v = _prep(timed(sensor, t), v)
+                    curves.append((t, _cumulative_power(t, v)))
+    curves = [(t, c) for t, c in curves if len(t) > 1]
+    return CumulativeEnergy(curves) if curves else None
 
 
 def _time_mean(t: np.ndarray, v: np.ndarray, start: float, end: float) -> float | None:
@@ -389,13 +455,18 @@ def _time_mean(t: np.ndarray, v: np.ndarray, start: float, end: float) -> float 
 
 def window_mean(series: pd.DataFrame, metric: str, start: float, end: float,
                 labels: Mapping[str, object] | None = None, *, sensor: str | None = None,
-                how: str = "mean") -> float | None:
+                how: str = "mean", devices: Mapping[str, Collection[str]] | None = None) -> float | None:
     """Time-weighted mean of a gauge over [start, end] (plain mean of the samples inside the window when
     they do not bracket it). Several matching series (devices, sensors) are combined by ``how``: "mean"
     or "sum". wattserve GPU gauges fall back to their DCGM_FI_ equivalents (scaled) when absent.
+    ``devices``: as in window_energy (``{"gpu": {uuid}}``: the serving GPU's series only).
     None when nothing was sampled in the window."""
     if how not in ("mean", "sum"):
         raise ValueError("how must be 'mean' or 'sum'")
+    if devices:
+        sub, _ = select_devices(series[series["metric"].isin([metric, *(m for m, _ in DCGM_EQUIVALENTS.get(metric, []))])],
+                                devices)
+        return window_mean(sub, metric, start, end, labels, sensor=sensor, how=how)
     groups = _series_of(series, metric, sensor=sensor, labels=labels)
     if not groups and metric in DCGM_EQUIVALENTS:
         total = 0.0

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from loadgen.runfolder import read_series
-from analysis.catalog import (ENERGY_DOMAINS, RUN_COLUMNS, canonical_model, config_sort_key,
-                              model_sort_key, reference_config, size_category_for)
+from analysis.catalog import RUN_COLUMNS, canonical_model, config_sort_key, model_sort_key, size_category_for
 from analysis.progress import progress
+from analysis.quantities import agreement, per_unit, reference_config, request_span, tokens_per_s
 
 MARKER_FILES = ("run.json", "requests.csv", "series.csv")
 UTILIZATION = {
@@ -37,7 +37,8 @@ USED_OF_TOTAL = {
     "ram_usage_pct": ("wattserve_memory_used_bytes", "wattserve_memory_total_bytes"),
     "gpu_mem_used_pct": ("wattserve_gpu_memory_used_bytes", "wattserve_gpu_memory_total_bytes"),
 }
-REQUEST_COLUMNS = ["index", "status", "prompt_tokens", "completion_tokens", "latency_s", "token_ids"]
+REQUEST_COLUMNS = ["index", "status", "prompt_tokens", "completion_tokens", "latency_s", "token_ids", "start", "end",
+                   "energy_j", "prefill_j", "decode_j", "energy_resolved"]
 
 
 @dataclass
@@ -128,11 +129,12 @@ def _digest(token_ids) -> bytes | None:
     return hashlib.blake2b(" ".join(str(token_ids).split()).encode(), digest_size=8).digest()
 
 
-def read_requests(folder: Path, row: dict, record: RunRecord) -> None:
+def read_requests(folder: Path, row: dict, record: RunRecord) -> tuple[float, float] | None:
+    """Request figures into ``row`` (token-id digests into ``record``); returns the requests' span."""
     path = folder / "requests.csv"
     if not path.is_file():
         row["flags"].append("no_requests_csv")
-        return
+        return None
     head = pd.read_csv(path, nrows=0).columns
     req = pd.read_csv(path, usecols=[c for c in REQUEST_COLUMNS if c in head],
                       dtype={"token_ids": str, "status": str})
@@ -151,87 +153,34 @@ def read_requests(folder: Path, row: dict, record: RunRecord) -> None:
         idx = req["index"] if "index" in req else pd.Series(range(len(req)))
         for i, tok, good in zip(idx.to_numpy(), req["token_ids"].to_numpy(), ok.to_numpy()):
             record.digests[int(i)] = _digest(tok) if good else None
+    if "energy_j" in req:  # each request's own energy (loadgen: analysis/quantities.py request_energy)
+        per = pd.to_numeric(req.loc[ok, "energy_j"], errors="coerce").dropna()
+        row["request_energy_median_j"] = float(per.median()) if len(per) else None
+        for col in ("prefill_j", "decode_j"):
+            vals = pd.to_numeric(req.loc[ok, col], errors="coerce") if col in req else pd.Series(dtype=float)
+            row[f"requests_{col}"] = float(vals.sum()) if vals.notna().any() else None
+        resolved = req.loc[ok, "energy_resolved"].astype(str).str.lower() if "energy_resolved" in req else None
+        row["requests_resolved_share"] = float((resolved == "true").mean()) if resolved is not None and len(resolved) else None
+    if {"start", "end"} <= set(req.columns):
+        return request_span(req[["start", "end"]].to_dict("records"))
+    return None
 
 
-def _weighted_idle(E, series, phases: dict) -> dict[str, float | None]:
-    """Idle power per domain: the duration-weighted mean over the idle windows before and after."""
-    acc: dict[str, list[tuple[float, float]]] = {}
-    for name in ("idle_before", "idle_after"):
-        ph = phases.get(name) or {}
-        if not (_finite(ph.get("start")) and _finite(ph.get("end"))) or ph["end"] <= ph["start"]:
-            continue
-        for dom, watts in (E.idle_power(series, ph["start"], ph["end"]) or {}).items():
-            if _finite(watts):
-                acc.setdefault(dom, []).append((float(watts), ph["end"] - ph["start"]))
-    return {d: sum(w * s for w, s in v) / sum(s for _, s in v) for d, v in acc.items() if v}
+def energy_columns(series: pd.DataFrame, manifest: dict, row: dict, window: tuple[float, float]) -> None:
+    """The run's energy, idle power and energy above idle (analysis/quantities.py run_energy, the same
+    function the bench table uses), then utilization over the same window."""
+    from analysis import energy as E
+    from analysis.quantities import run_energy, wall_check
+    from loadgen.summary import serving_devices
 
-
-def energy_columns(E, series: pd.DataFrame, manifest: dict, row: dict) -> None:
-    phases = manifest["phases"]
-    t0, t1 = float(phases["inference"]["start"]), float(phases["inference"]["end"])
-    time_s = row["time_s"]
-    readings = E.window_energy(series, t0, t1) or {}
-    # A host that lists no GPU (run.json host.gpus == []) has no GPU energy to measure: global energy is
-    # CPU alone there (said so in the flags). Anywhere else a GPU reading without value is missing.
-    gpus = (manifest.get("host") or {}).get("gpus")
-    no_gpu_host = isinstance(gpus, list) and not gpus
-    notes = []
-    for dom in ENERGY_DOMAINS:
-        r = readings.get(dom)
-        if r is None:
-            continue
-        joules = _num(r.joules)
-        if dom == "gpu" and joules is None and no_gpu_host:
-            continue
-        row[f"energy_{dom}_j"] = joules
-        row[f"energy_{dom}_source"] = r.source
-        row[f"energy_{dom}_estimated"] = bool(r.estimated)
-        row[f"energy_{dom}_method"] = r.method
-        row[f"energy_{dom}_complete"] = bool(r.complete)
-        if getattr(r, "note", ""):
-            notes.append(f"{dom}: {r.note}")
-        if joules is None:
-            row["flags"].append(f"missing:{dom}")
-        else:
-            if r.estimated:
-                row["flags"].append(f"estimated:{dom}")
-            if not r.complete:
-                row["flags"].append(f"incomplete:{dom}")
-    row["energy_notes"] = "; ".join(notes) or None
-
-    # Global = CPU + GPU, as the study. CPU alone only where the host has no GPU (host.gpus == []) or,
-    # when run.json does not say, where no GPU sensor ran at all; otherwise a GPU without value = missing.
-    cpu, gpu = row.get("energy_cpu_j"), row.get("energy_gpu_j")
-    if cpu is not None and gpu is not None:
-        row["energy_global_j"], row["energy_global_parts"] = cpu + gpu, "cpu+gpu"
-    elif cpu is not None and (no_gpu_host or (gpus is None and "gpu" not in readings)):
-        row["energy_global_j"], row["energy_global_parts"] = cpu, "cpu"
-        row["flags"].append("global=cpu-only")
-    elif cpu is not None and "gpu" not in readings:
-        row["flags"].append("missing:gpu")  # the host has a GPU but no GPU sensor ran
-
-    if row.get("energy_global_j") is not None:
-        est = any(row.get(f"energy_{p}_estimated") for p in row["energy_global_parts"].split("+"))
-        row["energy_global_estimated"] = est
-        row["energy_global_provenance"] = "estimated" if est else "measured"
-    else:
-        row["energy_global_provenance"] = "missing"
-
-    idle = _weighted_idle(E, series, phases)
-    for dom in ("cpu", "gpu", "wall"):
-        watts = idle.get(dom)
-        row[f"idle_power_{dom}_w"] = watts
-        if watts is not None and row.get(f"energy_{dom}_j") is not None:
-            row[f"dynamic_energy_{dom}_j"] = row[f"energy_{dom}_j"] - watts * time_s
-    if row.get("energy_global_j") is not None:
-        parts = row["energy_global_parts"].split("+")
-        idle_w = [idle.get(p) for p in parts]
-        if all(w is not None for w in idle_w):
-            idle_j = sum(idle_w) * time_s
-            row["dynamic_energy_global_j"] = row["energy_global_j"] - idle_j
-            if row["energy_global_j"] > 0:
-                row["idle_share"] = idle_j / row["energy_global_j"]
-
+    energy = run_energy(series, manifest["phases"], host_gpus=(manifest.get("host") or {}).get("gpus"),
+                        devices=serving_devices(manifest), window=window)
+    row["flags"] += energy.pop("flags")
+    row["energy_notes"] = "; ".join(energy.pop("notes")) or None
+    row.update(energy)
+    row["wall_rest_j"], wall_flags = wall_check(energy)
+    row["flags"] += wall_flags
+    t0, t1 = window
     for col, metric in UTILIZATION.items():
         v = _num(E.window_mean(series, metric, t0, t1))
         row[col] = None if v is None else 100.0 * v
@@ -262,7 +211,6 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
         "run_id": manifest.get("run_id") or folder.name,
         "engine": manifest.get("engine") or engine,
         "provider": manifest.get("provider") or provider,
-        "time_s": float(phases["inference"]["end"]) - float(phases["inference"]["start"]),
         "study": (manifest.get("study") or {}).get("name"),
         "flags": [f"sensor_unavailable:{x.get('name')}" for x in manifest.get("sensors") or []
                   if isinstance(x, dict) and not x.get("available")],
@@ -271,32 +219,33 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
     work = json.dumps([(manifest.get("prompts") or {}).get("sha256"),
                        *(gen.get(k) for k in ("greedy", "max_length", "max_new_tokens", "ignore_eos"))])
     record = RunRecord(row=row, work=work)
+    span = None
     try:
-        read_requests(folder, row, record)
+        span = read_requests(folder, row, record)
     except Exception as e:  # a damaged requests.csv must not stop the analysis of 839 other runs
         row["flags"].append("requests_unreadable")
         record.warnings.append(f"{row['run_id']}: requests.csv unreadable: {e}")
-    if row.get("completion_tokens") and row["time_s"] > 0:
-        row["tokens_per_s"] = row["completion_tokens"] / row["time_s"]
+    # the window is the requests' span (analysis/quantities.py); run.json's inference phase is that span
+    # in runs since it was defined so, and the fallback where requests.csv has no timestamps
+    window = span or (float(phases["inference"]["start"]), float(phases["inference"]["end"]))
+    row["time_s"] = window[1] - window[0]
+    row["tokens_per_s"] = tokens_per_s(row.get("completion_tokens"), row["time_s"])
+    overhead = manifest.get("harness_overhead") or {}
+    row["harness_cpu_s"] = _num(overhead.get("harness_cpu_s"))
+    row["harness_share"] = _num(overhead.get("harness_share_of_service"))
+    row["harness_energy_cpu_j_estimated"] = _num(overhead.get("harness_energy_cpu_j"))
 
     if not (folder / "series.csv").is_file():
         row["flags"].append("no_series_csv")
     else:
-        from analysis import energy as E  # lazily: another module owns the energy arithmetic
-
         try:
-            series = read_series(folder)
-            energy_columns(E, series, manifest, row)
+            energy_columns(read_series(folder), manifest, row, window)
         except Exception as e:
             row["flags"].append("energy_error")
             record.warnings.append(f"{row['run_id']}: energy/utilization not computed: {type(e).__name__}: {e}")
 
-    g = row.get("energy_global_j")
-    if g is not None:
-        if row.get("requests_ok"):
-            row["energy_per_request_j"] = g / row["requests_ok"]
-        if row.get("completion_tokens"):
-            row["energy_per_token_j"] = g / row["completion_tokens"]
+    row["energy_per_request_j"] = per_unit(row.get("energy_global_j"), row.get("requests_ok"))
+    row["energy_per_token_j"] = per_unit(row.get("energy_global_j"), row.get("completion_tokens"))
     return record
 
 
@@ -329,14 +278,13 @@ def output_match(records: list[RunRecord]) -> dict[str, list[str]]:
             continue
         if not rec.digests:
             continue
-        want = {i: d for i, d in ref.digests.items() if d is not None}
-        if not want:
+        same, n = agreement(rec.digests, ref.digests)
+        if not n:
             continue
-        same = sum(1 for i, d in want.items() if rec.digests.get(i) == d)
-        r["output_match_rate"] = same / len(want)
+        r["output_match_rate"] = same / n
         r["output_reference"] = ref.row["run_id"]
-        if same < len(want):
-            r["flags"].append(f"output_match={100 * same / len(want):.1f}%")
+        if same < n:
+            r["flags"].append(f"output_match={100 * same / n:.1f}%")
     notes = {k: sorted(set(v)) for k, v in notes.items()}
     return notes
 

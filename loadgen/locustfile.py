@@ -23,12 +23,20 @@ Options (each also an environment variable, which is how ``loadgen.protocol`` se
     --max-length       WATTSERVE_MAX_LENGTH       limit counting the prompt  [128 if neither is set]
     --ignore-eos       WATTSERVE_IGNORE_EOS       1 = generate to the limit           [0]
     --stop-delay       WATTSERVE_STOP_DELAY       seconds between the last answer and the stop [1.25]
+    --mark-url         WATTSERVE_MARK_URL         the bench's edge marks (loadgen/marks.py; unset = none)
+
+With ``--mark-url`` the replay calls ``<url>/inference_start`` just before it sends the first request
+and ``<url>/inference_end`` just after the last answer: the bench scrapes every sensor at the two edges
+of the requests' span, the measured inference window. Nothing else is added to the request path.
+The bench runs Locust without ``--csv`` (its statistics are in ``--only-summary``'s table in the log;
+the rows file is the record) and with no stop delay, so Locust's stop lies outside every window.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import urllib.request
 import sys
 import time
 from collections import deque
@@ -69,6 +77,9 @@ def _options(parser) -> None:
                         help="1: generate up to the limit even past end-of-sequence")
     parser.add_argument("--stop-delay", env_var="WATTSERVE_STOP_DELAY", default="",
                         help="seconds between the last answer and stopping the runner")
+    parser.add_argument("--mark-url", env_var="WATTSERVE_MARK_URL", default="",
+                        help="bench edge marks: GET <url>/inference_start before the first request, "
+                             "<url>/inference_end after the last answer")
 
 
 class Replay:
@@ -86,24 +97,41 @@ class Replay:
         if str(options.ignore_eos).strip().lower() in ("1", "true", "yes"):
             self.limits["ignore_eos"] = True
         self.csv_path = Path(options.requests_csv) if options.requests_csv else None
+        self.mark_url = str(getattr(options, "mark_url", "") or "").rstrip("/")
         self.queue: deque = deque()
         self.stopping = False
+        self.sent = 0
+        self._fh = self._writer = None
 
     def reset(self) -> None:
         self.queue = deque(self.prompts.items)
         self.stopping = False
+        self.sent = 0
+
+    def mark(self, name: str) -> None:
+        """Tell the bench an edge of the requests' span is here (it scrapes its sensors before answering);
+        a bench that does not answer costs the edge its scrape, never the run."""
+        if not self.mark_url:
+            return
+        try:
+            with urllib.request.urlopen(f"{self.mark_url}/{name}", timeout=10) as resp:
+                resp.read()
+        except Exception as exc:  # noqa: BLE001 - the energy edge is then interpolated
+            log.warning("loadgen: mark %s not taken: %s", name, exc)
 
     def record(self, row: dict) -> None:
+        """Append one row and flush it (a crash loses nothing answered); the file stays open."""
         if self.csv_path is None:
             return
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
-        with open(self.csv_path, "a", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        if self._writer is None:
+            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+            self._fh = open(self.csv_path, "a", newline="", encoding="utf-8")
+            self._writer = csv.DictWriter(self._fh, fieldnames=COLUMNS)
             if fresh:
-                writer.writeheader()
-            writer.writerow(row)
-            fh.flush()
+                self._writer.writeheader()
+        self._writer.writerow(row)
+        self._fh.flush()
 
 
 replay: Replay | None = None
@@ -151,6 +179,9 @@ class PromptReplayUser(HttpUser):
                 gevent.spawn_later(replay.stop_delay, _stop_runner, self.environment)
             raise StopUser()
         prompt = replay.queue.popleft()
+        if replay.sent == 0:
+            replay.mark("inference_start")
+        replay.sent += 1
         row = {"index": prompt.index, "task_id": prompt.task_id, "http_status": 0, "status": "failed",
                "server_latency_s": "", "prompt_tokens": "", "completion_tokens": "", "output": "",
                "token_ids": "", "error": ""}
@@ -171,6 +202,8 @@ class PromptReplayUser(HttpUser):
             row["error"] = f"{type(exc).__name__}: {exc}"
         row.update(start=start, end=end, latency_s=end - start)
         replay.record(row)
+        if not replay.queue:
+            replay.mark("inference_end")
 
     @staticmethod
     def check(resp, row: dict) -> str | None:

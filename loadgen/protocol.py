@@ -4,9 +4,14 @@
   window: an export is never measured.
 - load: service start → ``/ready`` 200 (model load and warm-up are here, never in inference).
 - idle before / idle after: the service loaded and doing nothing, for the idle baseline.
-- inference: the Locust replay subprocess, from its launch to its exit (every request lies inside).
-All phase timestamps come from one clock, ``time.time()`` of this process. The sampler (if any)
-runs from before the service starts until after it is gone.
+- replay_start: Locust's launch up to its first request (its imports and spawning; not measured).
+- inference: the requests' span, first request sent → last answer received, from the rows' own
+  timestamps (loadgen/locustfile.py); Locust's start-up and stop lie outside it.
+- replay_stop: the last answer → Locust's exit (not measured).
+All timestamps come from one clock, ``time.time()`` on this host (the bench and Locust). Every phase
+edge gets a sensor scrape of its own (loadgen/marks.py), on top of the periodic ones, and the harness
+CPU is snapshotted at the inference window's edges. The sampler (if any) runs from before the
+service starts until after it is gone.
 
 Failure handling: Ctrl-C / SIGTERM → ``interrupted``; any exception → ``failed`` with the error; a
 service or Locust that dies mid-run → ``failed`` with the rows answered so far kept; a request that
@@ -30,15 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadgen.hostinfo import host_info, software_versions
+from loadgen.marks import Edges, MarkServer
 from loadgen.overhead import overhead as cpu_overhead
 from loadgen.overhead import snapshot as cpu_snapshot
 from loadgen.prompts import PromptSet
 from loadgen.replay import LocustReplay
-from loadgen.runfolder import SCHEMA, RunFolder
+from loadgen.runfolder import SCHEMA, RunFolder, read_requests
 from loadgen.runners import (ROOT, NativeService, RunnerError, child_env, die_with_parent, log_tail, prepare_command,
                              start_service)
 from loadgen.sampling import NullSampler, Sampler
 from loadgen.summary import energy_summary
+from analysis.quantities import request_span, tokens_per_s
 
 DEFAULT_MAX_LENGTH = 128  # the study's limit, prompt included
 
@@ -69,7 +76,7 @@ class RunPlan:
     runner: str = "native"
     revision: str | None = None
     trust_remote_code: bool = False
-    stop_delay_s: float = 1.25  # > Locust's 1 s CSV interval (the bench never imports locust: gevent patching)
+    stop_delay_s: float = 0.0  # Locust quits at the last answer (no --csv to complete; outside the window anyway)
     sample_interval_s: float | None = None
     bench_id: str | None = None
     order: int | None = None  # position in the bench
@@ -155,14 +162,14 @@ def idle(service: NativeService, seconds: float, phase: str) -> None:
         time.sleep(min(0.2, left))
 
 
-def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, progress) -> float:
+def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, progress, mark_url: str = "") -> float:
     """Run the Locust replay to its end and return when it exited; fail if it or the service dies,
     or it stops progressing."""
     max_new, max_len = plan.limits
     replay = LocustReplay(service.url, plan.prompts, run_dir=folder.path, rows_csv=folder.raw_requests_path,
                           log_path=folder.path / "locust.log", request_timeout_s=plan.request_timeout_s,
                           max_new_tokens=max_new, max_length=max_len, ignore_eos=plan.ignore_eos,
-                          stop_delay_s=plan.stop_delay_s)
+                          stop_delay_s=plan.stop_delay_s, mark_url=mark_url)
     count = plan.prompts.count
     rows, size, changed = 0, -1, time.monotonic()
     stall_limit = plan.request_timeout_s + 60
@@ -209,9 +216,10 @@ def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, pro
 
 
 def summarize_rows(rows: list[dict], count: int, phases: dict) -> dict:
+    """The run's request figures; time and tokens/s over the inference window (the requests' span)."""
     ok = [r for r in rows if r["status"] == "ok"]
     inf = phases.get("inference") or {}
-    span = (max(r["end"] for r in rows) - min(r["start"] for r in rows)) if rows else None
+    time_s = (inf["end"] - inf["start"]) if "end" in inf and "start" in inf else None
     completion = sum(r["completion_tokens"] or 0 for r in ok)
     return {
         "requests": count,
@@ -219,25 +227,65 @@ def summarize_rows(rows: list[dict], count: int, phases: dict) -> dict:
         "ok": len(ok),
         "failed": len(rows) - len(ok),
         "not_sent": count - len(rows),
-        "time_s": (inf["end"] - inf["start"]) if "end" in inf else None,
-        "requests_span_s": span,
+        "time_s": time_s,
         "median_latency_s": statistics.median(r["latency_s"] for r in ok) if ok else None,
         "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in ok),
         "completion_tokens": completion,
-        "tokens_per_s": completion / span if span else None,
-        "energy": {},  # filled from series.csv by analysis/energy.py where sensors exist
+        "tokens_per_s": tokens_per_s(completion, time_s),
+        "energy": {},  # filled from series.csv by analysis/quantities.py where sensors exist
     }
+
+
+def split_replay(phases: dict, rows: list[dict]) -> None:
+    """Cut the replay's time at the requests' span: replay_start (Locust's start-up) → inference (first
+    request sent → last answer in) → replay_stop (Locust's stop). No request sent: no inference phase."""
+    span = request_span(rows)
+    if "replay_start" not in phases or span is None:
+        return
+    phases["replay_start"]["end"] = span[0]
+    phases["inference"] = {"start": span[0], "end": span[1]}
+    stop = phases.setdefault("replay_stop", {})
+    stop["start"] = span[1]
+    stop.setdefault("end", span[1])
+
+
+def harness_overhead(edges: Edges, replay_start, replay_end) -> dict:
+    """Harness CPU over the inference window, from the snapshots at its marked edges (over the whole
+    replay, Locust's start-up included, where the edges were not marked — said so in ``window``)."""
+    a, b = edges.seen.get("inference_start"), edges.seen.get("inference_end")
+    if a and b and a["cpu"] is not None and b["cpu"] is not None:
+        return {**cpu_overhead(a["cpu"], b["cpu"]), "window": "inference"}
+    return {**cpu_overhead(replay_start, replay_end), "window": "replay (edges not marked)"}
+
+
+def harness_energy(overhead: dict, energy: dict) -> None:
+    """The harness's share of the CPU energy above idle, by its share of the busy CPU seconds in the
+    window: always an estimate (package energy is not metered per process)."""
+    h, sv = overhead.get("harness_cpu_s"), overhead.get("service_cpu_s")
+    base = energy.get("dynamic_energy_cpu_j")
+    if base is None:
+        base = energy.get("energy_cpu_j")
+    if h is None or sv is None or base is None or h + sv <= 0:
+        return
+    overhead.update(harness_energy_cpu_j=round(max(0.0, base) * h / (h + sv), 4), harness_energy_estimated=True,
+                    harness_energy_rule="CPU energy above idle x harness CPU s / (harness + service CPU s)")
 
 
 def run_flags(sensors: list[dict], energy: dict, sampled: bool) -> list[str]:
     """What went wrong with a run's measurements, for a reader to see before trusting its numbers: a
     sensor that went away or down during the run (its energy is then missing, never 0 J), energy that
-    is missing or incomplete. (Estimated energy is provenance, recorded with every number, not a flag.)"""
+    is missing or incomplete, a sensor whose bad samples (garbage, NaN, a counter going backwards or
+    jumping) the sampler dropped. (Estimated energy is provenance, recorded with every number, not a flag.)"""
     flags = [f"sensor {s['name']} unavailable: {s['error'] or 'down'}" for s in sensors if not s.get("available")]
-    if sampled and energy.get("missing"):
-        flags.append(f"energy missing for: {', '.join(energy['missing'])}")
-    if sampled and energy and not energy.get("complete", True):
+    flags += [f"sensor {s['name']}: {s['dropped_samples']} bad sample(s) dropped: {s.get('dropped_reason')}"
+              for s in sensors if s.get("dropped_samples")]
+    missing = [f.split(":", 1)[1] for f in energy.get("flags") or [] if f.startswith("missing:")]
+    if sampled and missing:
+        flags.append(f"energy missing for: {', '.join(missing)}")
+    if sampled and energy.get("energy_global_j") is not None and not energy.get("energy_global_complete", True):
         flags.append("energy incomplete: a sensor did not cover the whole inference window")
+    flags += [f"energy: {f}" for f in energy.get("flags") or []
+              if f.startswith(("negative_above_idle", "idle_unsettled", "cpu+gpu_exceeds_wall"))]
     return flags
 
 
@@ -277,20 +325,26 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
     status, error, interrupted = "complete", None, False
     service: NativeService | None = None
     sampling = False
-    phase = "prepare"
 
-    def begin(name: str) -> None:
+    edges = Edges(sampler, snapshot=lambda: cpu_snapshot(service.pid if service is not None else None))
+
+    def begin(name: str, after: str | None = None) -> None:
+        """Phase ``name`` starts now (at the end of ``after``): one edge, one sensor scrape."""
         nonlocal phase
         phase = name
         progress.set_phase(name)
-        if name in ("load", "idle_before", "inference", "idle_after"):
-            phases[name] = {"start": time.time()}
+        t = edges.mark(f"{after or name}_{'end' if after else 'start'}", scrape_first=after is None)
+        if after:
+            phases[after]["end"] = t
+        phases[name] = {"start": t}
 
-    def end(name: str) -> None:
-        phases[name]["end"] = time.time()
+    def end(name: str) -> float:
+        phases[name]["end"] = t = edges.mark(f"{name}_end", scrape_first=False)
+        return t
 
     try:
-        begin("prepare")
+        phase = "prepare"
+        progress.set_phase("prepare")
         t0 = time.time()
         prepared = run_prepare(plan, folder.path / "prepare.log")
         manifest["prepare"] = {"start": t0, "end": time.time(), "artifact": prepared["artifact"]}
@@ -306,19 +360,22 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         if hasattr(sampler, "service_started"):
             sampler.service_started(service.pid)
         service.wait_ready(plan.ready_timeout_s)
-        end("load")
         manifest["service"] = service.info()
 
-        begin("idle_before")
+        begin("idle_before", after="load")
         idle(service, plan.warmup_s, "idle_before")
-        end("idle_before")
-
-        begin("inference")
+        begin("replay_start", after="idle_before")  # Locust's launch: its start-up is not measured
+        phase = "inference"
+        progress.set_phase("inference")
         cpu_start = cpu_snapshot(service.pid)
-        phases["inference"]["end"] = replay_prompts(plan, service, folder, progress)
-        manifest["harness_overhead"] = cpu_overhead(cpu_start, cpu_snapshot(service.pid))
-
-        begin("idle_after")
+        marks = MarkServer(edges.on_request_edge)
+        try:
+            exited = replay_prompts(plan, service, folder, progress, mark_url=marks.url)
+        finally:
+            marks.close()
+        manifest["harness_overhead"] = harness_overhead(edges, cpu_start, cpu_snapshot(service.pid))
+        phases["replay_stop"] = {"end": exited}
+        begin("idle_after", after="replay_stop")
         idle(service, plan.cooldown_s, "idle_after")
         end("idle_after")
     except KeyboardInterrupt:
@@ -330,6 +387,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         with signals_deferred():
             for ph in phases.values():
                 ph.setdefault("end", time.time())
+            split_replay(phases, read_requests(folder.raw_requests_path) if folder.raw_requests_path.exists() else [])
             progress.set_phase("stop")
             if service is not None:
                 manifest["service_exit_code"] = service.stop()
@@ -342,7 +400,9 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
             summary = summarize_rows(rows, plan.prompts.count, phases)
             if sampling:
                 try:
-                    summary["energy"] = energy_summary(folder.path, phases)
+                    summary["energy"], per_request = energy_summary(folder.path, phases, rows, manifest)
+                    folder.add_request_columns(per_request)
+                    harness_energy(manifest.get("harness_overhead") or {}, summary["energy"])
                 except Exception as exc:  # the run stands; its energy is missing, and says why
                     manifest["energy_error"] = f"{type(exc).__name__}: {exc}"
             if status == "complete" and summary["recorded"] < summary["requests"]:

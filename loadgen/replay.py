@@ -1,8 +1,9 @@
 """The Locust replay as the protocol sees it: a headless ``locust`` subprocess and its request rows.
 
 Everything the locustfile needs goes through its environment variables (documented in
-loadgen/locustfile.py); Locust's own output goes to a log file in the run folder and its own
-statistics to ``locust_*.csv`` there.
+loadgen/locustfile.py); Locust's own output, its summary statistics included, goes to a log file in
+the run folder. No ``--csv``: its writer rewrites files every second inside the measured window, and
+the rows file is the record.
 """
 
 from __future__ import annotations
@@ -33,17 +34,18 @@ class Recorded:
 class LocustReplay:
     def __init__(self, url: str, prompts: PromptSet, *, run_dir: Path, rows_csv: Path, log_path: Path,
                  request_timeout_s: float, max_new_tokens: int | None, max_length: int | None,
-                 ignore_eos: bool, stop_delay_s: float = 1.25) -> None:
+                 ignore_eos: bool, stop_delay_s: float = 0.0, mark_url: str = "") -> None:
         self.rows_csv = Path(rows_csv)
         self.log_path = Path(log_path)
         argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "1", "-r", "1",
-                "--host", url, "--csv", str(Path(run_dir) / "locust"), "--only-summary", "--loglevel", "INFO"]
+                "--host", url, "--only-summary", "--loglevel", "INFO"]
         env = {k: v for k, v in child_env().items() if not k.startswith("LOCUST_")}  # no stray Locust settings
         env.update(
             WATTSERVE_PROMPTS=str(prompts.path), WATTSERVE_PROMPTS_SHA256=prompts.sha256,
             WATTSERVE_REQUESTS_CSV=str(self.rows_csv), WATTSERVE_REQUEST_TIMEOUT=str(request_timeout_s),
             WATTSERVE_MAX_NEW_TOKENS=str(max_new_tokens or ""), WATTSERVE_MAX_LENGTH=str(max_length or ""),
             WATTSERVE_IGNORE_EOS="1" if ignore_eos else "0", WATTSERVE_STOP_DELAY=str(stop_delay_s),
+            WATTSERVE_MARK_URL=mark_url,
         )
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, cwd=run_dir, env=env, stdout=self._log, stderr=subprocess.STDOUT,

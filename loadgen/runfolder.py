@@ -20,10 +20,14 @@ from pathlib import Path
 
 SCHEMA = 1
 STATUSES = ("running", "complete", "failed", "interrupted")
-PHASES = ("load", "idle_before", "inference", "idle_after")
+PHASES = ("load", "idle_before", "replay_start", "inference", "replay_stop", "idle_after")
+REQUIRED_PHASES = ("load", "idle_before", "inference", "idle_after")  # replay_*: since the request-span window
 RUNNERS = ("native", "docker")
 REQUEST_COLUMNS = ("index", "task_id", "start", "end", "latency_s", "server_latency_s", "http_status", "status",
                    "prompt_tokens", "completion_tokens", "output", "token_ids", "error")
+# added once the run's energy is known (analysis/quantities.py request_energy); absent in older folders
+ENERGY_COLUMNS = ("energy_j", "prefill_j", "decode_j", "energy_provenance", "energy_resolved")
+OPTIONAL_COLUMNS = ("ttft_s",) + ENERGY_COLUMNS
 MANIFEST = "run.json"
 REQUESTS = "requests.csv"
 RAW_REQUESTS = "requests.raw.csv"  # what the locustfile appends to during the replay
@@ -101,32 +105,57 @@ class RunFolder:
         """
         rows = read_requests(self.raw_requests_path) if self.raw_requests_path.exists() else []
         rows.sort(key=lambda r: r["index"])
-        tmp = self.path / f".{REQUESTS}.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=REQUEST_COLUMNS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({**r, "token_ids": " ".join(map(str, r["token_ids"])),
-                            **{k: "" for k in REQUEST_COLUMNS if r[k] is None}})
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.requests_path)
+        write_requests(self.requests_path, rows)
         self.raw_requests_path.unlink(missing_ok=True)
         return rows
+
+    def add_request_columns(self, extra: list[dict]) -> None:
+        """Add per-request columns (energy; ENERGY_COLUMNS) to ``requests.csv``, row by row in order."""
+        if not self.requests_path.exists():
+            return
+        rows = read_requests(self.requests_path)
+        if len(rows) != len(extra):
+            raise ValueError(f"{len(extra)} per-request values for {len(rows)} rows")
+        write_requests(self.requests_path, [{**r, **e} for r, e in zip(rows, extra)])
+
+
+def write_requests(path: Path, rows: list[dict]) -> None:
+    """``requests.csv`` atomically: the contract's columns, then the optional ones any row has."""
+    columns = list(REQUEST_COLUMNS) + [c for c in OPTIONAL_COLUMNS if any(r.get(c) is not None for r in rows)]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**{k: ("" if r.get(k) is None else r[k]) for k in columns},
+                        "token_ids": " ".join(map(str, r["token_ids"]))})
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
 
 
 def _num(value: str, kind=float):
     return None if value in ("", None) else kind(float(value)) if kind is int else kind(value)
 
 
+def _bool(value: str | None) -> bool | None:
+    return None if value in ("", None) else value.strip().lower() in ("1", "true")
+
+
+_OPTIONAL_TYPES = {"ttft_s": _num, "energy_j": _num, "prefill_j": _num, "decode_j": _num,
+                   "energy_provenance": lambda v: v or None, "energy_resolved": _bool}
+
+
 def read_requests(path: Path) -> list[dict]:
-    """Rows of a requests CSV with their types: ints, floats, ``token_ids`` as a list; '' -> None."""
+    """Rows of a requests CSV with their types: ints, floats, ``token_ids`` as a list; '' -> None.
+    Optional columns (OPTIONAL_COLUMNS) are read where present."""
     out = []
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUEST_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: missing columns {missing}")
+        optional = [c for c in OPTIONAL_COLUMNS if c in (reader.fieldnames or [])]
         for raw in reader:
             if None in raw or any(raw.get(c) is None for c in REQUEST_COLUMNS):
                 continue  # a torn row
@@ -138,6 +167,7 @@ def read_requests(path: Path) -> list[dict]:
                     "status": raw["status"], "prompt_tokens": _num(raw["prompt_tokens"], int),
                     "completion_tokens": _num(raw["completion_tokens"], int), "output": raw["output"],
                     "token_ids": [int(t) for t in raw["token_ids"].split()], "error": raw["error"] or None,
+                    **{c: _OPTIONAL_TYPES[c](raw[c]) for c in optional},
                 })
             except ValueError:
                 continue  # a torn row
@@ -274,7 +304,7 @@ def manifest_problems(m: dict) -> list[str]:
         if not isinstance(s, dict) or any(k not in s for k in _SENSOR_KEYS):
             problems.append(f"sensor entry {s!r} lacks one of {_SENSOR_KEYS}")
     phases = m["phases"]
-    required = PHASES if status == "complete" else ()
+    required = REQUIRED_PHASES if status == "complete" else ()
     last_end = None
     for name in PHASES:
         ph = phases.get(name)

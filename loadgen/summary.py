@@ -1,9 +1,10 @@
 """What the bench prints at the end: one summary per run and a comparison table.
 
 ``summarize(run_dir)`` reads only the run folder (like analysis does), so the table can be rebuilt
-from any results directory. Energy is shown as missing until sensors exist: a missing sensor is
-never 0 J. Output agreement is the share of prompts whose generated token ids equal those of the
-torch-cpu run of the same model in the same bench (greedy decoding: every engine should match).
+from any results directory. Every number is defined once, in analysis/quantities.py, and computed by
+the same functions as ``make analyze``'s runs.csv: time and tokens/s over the requests' span, energy
+with its provenance (estimates say ESTIMATED), idle power, output agreement against torch of the same
+provider (torch-cpu for *-cpu, torch-cuda for *-cuda). A missing sensor is never 0 J.
 """
 
 from __future__ import annotations
@@ -12,39 +13,40 @@ import json
 import time
 from pathlib import Path
 
+from analysis.quantities import agreement as agreement_of
+from analysis.quantities import reference_config
 from loadgen.runfolder import MANIFEST, REQUESTS, read_requests
 
-REFERENCE = "torch-cpu"
 COLUMNS = ("run", "config", "model", "status", "requests ok/total", "inference s", "median latency s",
-           "tokens/s", "energy", "harness CPU", f"agreement vs {REFERENCE}")
+           "tokens/s", "energy", "idle W", "J/request", "harness CPU", "agreement vs torch")
 
 
-def energy_summary(run_dir: Path, phases: dict) -> dict:
-    """Energy of the inference window from the run's sampled series (the analysis library's
-    functions, so the bench table and ``make analyze`` agree): global = CPU + GPU as in the study,
-    every domain with its source, whether it is estimated, idle power and dynamic energy."""
-    from analysis.energy import dynamic_energy, global_energy, idle_power, load_series, window_energy
+def serving_devices(manifest: dict) -> dict | None:
+    """The devices a run's energy counts: the serving GPU(s) by UUID where the service names them."""
+    uuids = (manifest.get("service") or {}).get("gpu_uuids")
+    return {"gpu": list(uuids)} if uuids else None
 
-    series = load_series(run_dir)
-    inf, before = phases.get("inference") or {}, phases.get("idle_before") or {}
-    if series.empty or "end" not in inf:
-        return {}
-    readings = window_energy(series, inf["start"], inf["end"])
-    idle = idle_power(series, before["start"], before["end"]) if "end" in before else {}
-    duration = inf["end"] - inf["start"]
-    total = global_energy(readings)
-    return {
-        "inference_j": total.joules,
-        "estimated": total.estimated,
-        "complete": total.complete,
-        "missing": list(total.missing),
-        "domains": {
-            d: {"joules": r.joules, "source": r.source, "estimated": r.estimated, "method": r.method,
-                "complete": r.complete, "idle_w": idle.get(d),
-                "dynamic_j": dynamic_energy(r, idle.get(d), duration)}
-            for d, r in readings.items()
-        },
-    }
+
+def energy_summary(run_dir: Path, phases: dict, rows: list[dict], manifest: dict) -> tuple[dict, list[dict]]:
+    """The run's energy figures (analysis/quantities.py run_energy: the same function ``make analyze``
+    uses, so the bench table and runs.csv agree) and each request's own energy, for requests.csv."""
+    from analysis.quantities import per_unit, request_energy, run_energy, wall_check
+    from loadgen.runfolder import read_series
+
+    series = read_series(run_dir)
+    if series.empty or "end" not in (phases.get("inference") or {}):
+        return {}, [{} for _ in rows]
+    devices = serving_devices(manifest)
+    energy = run_energy(series, phases, host_gpus=(manifest.get("host") or {}).get("gpus"), devices=devices)
+    ok = [r for r in rows if r["status"] == "ok"]
+    energy["energy_per_request_j"] = per_unit(energy["energy_global_j"], len(ok))
+    energy["energy_per_token_j"] = per_unit(energy["energy_global_j"], sum(r["completion_tokens"] or 0 for r in ok))
+    energy["wall_rest_j"], wall_flags = wall_check(energy)
+    energy["flags"] += wall_flags
+    per_request = request_energy(series, rows, energy, devices=devices)
+    resolved = [p["energy_resolved"] for p in per_request if p["energy_resolved"] is not None]
+    energy["requests_resolved"] = sum(resolved) if resolved else None
+    return energy, per_request
 
 
 def energy_cell(manifest: dict) -> str:
@@ -55,14 +57,15 @@ def energy_cell(manifest: dict) -> str:
     if not any(s.get("available") for s in sensors):
         return "n/a (sensors unavailable)"
     energy = (manifest.get("summary") or {}).get("energy") or {}
-    joules = energy.get("inference_j") if isinstance(energy, dict) else None
+    joules = energy.get("energy_global_j") if isinstance(energy, dict) else None
     if not isinstance(joules, (int, float)):
-        missing = energy.get("missing") if isinstance(energy, dict) else None
+        missing = [f.split(":", 1)[1] for f in energy.get("flags") or [] if f.startswith("missing:")] \
+            if isinstance(energy, dict) else []
         return f"missing ({', '.join(missing)}: a sensor went away; see flags)" if missing else "n/a (not computed)"
-    sources = ", ".join(f"{d}: {v['source']}" for d, v in sorted((energy.get("domains") or {}).items())
-                        if d in ("cpu", "gpu") and v.get("joules") is not None)
-    kind = "ESTIMATED" if energy.get("estimated") else "measured"
-    partial = "" if energy.get("complete") else ", incomplete"
+    parts = (energy.get("energy_global_parts") or "").split("+")
+    sources = ", ".join(f"{d}: {energy.get(f'energy_{d}_source')}" for d in parts)
+    kind = "ESTIMATED" if energy.get("energy_global_estimated") else "measured"
+    partial = "" if energy.get("energy_global_complete", True) else ", incomplete"
     return f"{joules:.1f} J ({kind}; {sources}{partial})"
 
 
@@ -87,6 +90,10 @@ def summarize(run_dir: Path) -> dict:
         "median_latency_s": s.get("median_latency_s"),
         "tokens_per_s": s.get("tokens_per_s"),
         "energy": energy_cell(m),
+        "energy_global_j": (s.get("energy") or {}).get("energy_global_j"),
+        "energy_estimated": bool((s.get("energy") or {}).get("energy_global_estimated")),
+        "idle_power_w": {d: (s.get("energy") or {}).get(f"idle_power_{d}_w") for d in ("cpu", "gpu", "wall")},
+        "energy_per_request_j": (s.get("energy") or {}).get("energy_per_request_j"),
         "harness_share": (m.get("harness_overhead") or {}).get("harness_share_of_service"),
         "flags": list(m.get("flags") or []),
     }
@@ -101,32 +108,43 @@ def outputs(run_dir: Path) -> dict[int, list[int]]:
 
 
 def agreement(run_dir: Path, ref_dir: Path) -> tuple[int, int]:
-    """(prompts with identical token ids, prompts answered by both)."""
-    a, b = outputs(run_dir), outputs(ref_dir)
-    common = a.keys() & b.keys()
-    return sum(a[i] == b[i] for i in common), len(common)
+    """(prompts reproduced exactly, prompts the reference answered): analysis/quantities.py agreement."""
+    return agreement_of(outputs(run_dir), outputs(ref_dir))
 
 
 def agreement_cells(summaries: list[dict]) -> list[str]:
-    """'ref' for the reference itself, 'x% (k/n)' against the same model's torch-cpu run (same
-    repetition where there is one), '-' where this bench has no such run."""
-    refs: dict[tuple[str, object], str] = {}
+    """'ref' for a reference itself, 'x% (k/n)' against the same model's torch run of the same provider
+    (same repetition where there is one), '-' where this bench has no such run."""
+    refs: dict[tuple[str, str, object], str] = {}
     for s in summaries:
-        if s["config"] == REFERENCE and s["requests_ok"]:
-            refs.setdefault((s["model"], s["rep"]), s["run_dir"])
-            refs.setdefault((s["model"], None), s["run_dir"])
+        if s["config"] == reference_config(s["config"]) and s["requests_ok"]:
+            refs.setdefault((s["model"], s["config"], s["rep"]), s["run_dir"])
+            refs.setdefault((s["model"], s["config"], None), s["run_dir"])
     cells = []
     for s in summaries:
-        if s["config"] == REFERENCE:
+        ref_cfg = reference_config(s["config"])
+        if s["config"] == ref_cfg:
             cells.append("ref")
             continue
-        ref = refs.get((s["model"], s["rep"])) or refs.get((s["model"], None))
+        ref = refs.get((s["model"], ref_cfg, s["rep"])) or refs.get((s["model"], ref_cfg, None))
         if ref is None or not s["requests_ok"]:
             cells.append("-")
             continue
         same, n = agreement(Path(s["run_dir"]), Path(ref))
-        cells.append(f"{100 * same / n:.1f}% ({same}/{n})" if n else "-")
+        cells.append(f"{100 * same / n:.1f}% ({same}/{n}) vs {ref_cfg}" if n else "-")
     return cells
+
+
+def idle_cell(s: dict) -> str:
+    """Idle power of the global energy's parts; ESTIMATED where the energy is."""
+    watts = [f"{d} {w:.1f}" for d, w in (s.get("idle_power_w") or {}).items() if isinstance(w, (int, float))
+             and d != "wall"]
+    return "-" if not watts else ", ".join(watts) + (" (ESTIMATED)" if s.get("energy_estimated") else "")
+
+
+def per_request_cell(s: dict) -> str:
+    j = s.get("energy_per_request_j")
+    return "-" if not isinstance(j, (int, float)) else f"{j:.3f}" + (" (ESTIMATED)" if s.get("energy_estimated") else "")
 
 
 def _num(v, fmt: str) -> str:
@@ -144,7 +162,7 @@ def comparison_table(summaries: list[dict]) -> str:
         rows.append((s["run_id"], s["config"], s["model"] or "-", s["status"],
                      f"{s['requests_ok']}/{s['requests_total']}", _num(s["inference_s"], ".1f"),
                      _num(s["median_latency_s"], ".3f"), _num(s["tokens_per_s"], ".1f"), s["energy"],
-                     _percent(s["harness_share"]), agree))
+                     idle_cell(s), per_request_cell(s), _percent(s["harness_share"]), agree))
     widths = [max(len(str(c)) for c in col) for col in zip(COLUMNS, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [line(COLUMNS), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -164,8 +182,11 @@ def write_report(results: Path, summaries: list[dict], header: str, started: flo
     text = f"# wattserve bench {stamp}\n\n{header}\n\n{comparison_table(summaries)}\n"
     if errors:
         text += "\n## Errors\n\n" + "\n".join(errors) + "\n"
-    text += ("\nTokens/s = completion tokens of answered requests / span from the first request's start to "
-             "the last one's end. Inference s = the inference window (Locust start to exit).\n")
+    text += ("\nInference s = the inference window: first request sent to last answer received (Locust's "
+             "start-up and stop are outside it). Tokens/s = completion tokens of answered requests / that "
+             "window. Energy = CPU + GPU over the window; idle W = mean power of the settled idle windows; "
+             "J/request = energy / answered requests; ESTIMATED = contains an estimate, not a measurement. "
+             "Definitions: analysis/quantities.py.\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)

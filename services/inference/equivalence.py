@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.quantities import agreement, reference_config
 from services.inference.configs import ConfigError, ServingConfig, expand, require_cuda
 
 PAPER_PROMPTS = Path(__file__).resolve().parents[2] / "loadgen" / "prompts" / "paper-prompts.jsonl"
@@ -51,14 +52,14 @@ def compare(config: str, outputs: list[list[int]], reference: str, ref_outputs: 
         config=config,
         reference=reference,
         prompts=n,
-        exact=sum(a == b for a, b in zip(outputs, ref_outputs)),
+        exact=agreement(dict(enumerate(outputs)), dict(enumerate(ref_outputs)))[0],
         mean_prefix=sum(common_prefix(a, b) for a, b in zip(outputs, ref_outputs)) / max(n, 1),
         mean_reference_len=sum(len(b) for b in ref_outputs) / max(n, 1),
     )
 
 
 def reference_of(config: str) -> str:
-    return "torch-" + ServingConfig.parse(config).provider
+    return reference_config(ServingConfig.parse(config).name)
 
 
 def read_prompts(path: Path) -> list[str]:

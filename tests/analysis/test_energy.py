@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.energy import (EnergyReading, counter_delta, integrate_power, window_delta, window_energy,
+                             window_mean)
 from loadgen.runfolder import read_series
-from analysis.energy import (EnergyReading, counter_delta, dynamic_energy, global_energy, idle_power,
-                             integrate_power, window_delta, window_energy, window_mean)
 
 MIB = 1024 * 1024
 
@@ -114,8 +114,6 @@ def test_a_sensor_that_ran_without_energy_is_missing_not_zero():
     r = window_energy(frame(rows), 1, 11)
     assert r["gpu"].joules is None and r["gpu"].source == "nvml" and not r["gpu"].complete
     assert "no NVIDIA GPU" in r["gpu"].note
-    g = global_energy(r)
-    assert (g.joules, g.missing, g.absent, g.complete) == (pytest.approx(300), ("gpu",), (), False)
 
 
 def test_sensor_down_inside_the_window_marks_incomplete_and_a_long_outage_gives_none():
@@ -145,29 +143,6 @@ def test_values_are_placed_at_the_sensor_sample_time():
         rows.append((t, "netio", "wattserve_sensor_last_sample_timestamp_seconds",
                      {"sensor": "netio", "source": "netio"}, polled))
     assert window_energy(frame(rows), 2.0, 7.0)["wall"].joules == pytest.approx(500)
-
-
-def test_idle_power_uses_the_settled_tail():
-    rows = [(t, "rapl", "wattserve_energy_joules_total",
-             {"domain": "cpu", "device": "package-0", "source": "rapl", "estimated": "false", "method": "counter"},
-             # 50 W for the first 10 s (settling), then 20 W
-             50 * min(t, 10) + 20 * max(t - 10, 0)) for t in np.arange(0, 60.01, 0.5)]
-    assert idle_power(frame(rows), 0, 60, settle_s=10)["cpu"] == pytest.approx(20)
-    assert idle_power(frame(rows), 0, 24, settle_s=30)["cpu"] == pytest.approx(20)  # too short: second half
-
-
-def test_dynamic_and_global():
-    r = EnergyReading(500.0, "rapl", False, "counter", True)
-    assert dynamic_energy(r, 20.0, 10.0) == pytest.approx(300)
-    assert dynamic_energy(r, None, 10.0) is None
-    assert dynamic_energy(EnergyReading(None, "nvml", False, "counter", False), 20.0, 10.0) is None
-    g = global_energy({"cpu": r, "gpu": EnergyReading(200.0, "nvml", False, "counter", True)})
-    assert (g.joules, g.label, g.complete) == (700.0, "cpu+gpu", True)
-    cpu_only = global_energy({"cpu": EnergyReading(500.0, "estimate", True, "power-integral", True)})
-    # no GPU sensor at all (a CPU-only host): global is CPU alone, flagged by absent, not by missing
-    assert (cpu_only.joules, cpu_only.absent, cpu_only.missing, cpu_only.estimated) == (500.0, ("gpu",), (), True)
-    assert cpu_only.label == "cpu"
-    assert global_energy({}).joules is None
 
 
 def test_window_mean_time_weighted_filters_and_dcgm_fallback():

@@ -33,7 +33,10 @@ def test_bench_replays_every_prompt_once_in_order_inside_the_window(tmp_path, ti
     r = run_bench("--config", "torch-cpu,onnx-cpu", *QUICK, "--results", relative, timeout=400)
     assert r.returncode == 0, r.stdout + r.stderr
     runs = run_dirs(results)
-    assert [manifest(d)["config"] for d in runs] == ["torch-cpu", "onnx-cpu"]
+    assert sorted(manifest(d)["config"] for d in runs) == ["onnx-cpu", "torch-cpu"]
+    seed = manifest(runs[0])["protocol"]["order_seed"]  # randomized by default, from a recorded seed
+    assert isinstance(seed, int) and f"seed {seed}" in r.stdout
+    assert all(manifest(d)["protocol"]["order_seed"] == seed for d in runs)
     for d in runs:
         m = validate_run(d)
         assert m["status"] == "complete" and m["error"] is None
@@ -44,19 +47,20 @@ def test_bench_replays_every_prompt_once_in_order_inside_the_window(tmp_path, ti
         assert m["host"]["cpu_count"] >= 1 and m["software"]["locust"]
         sensors = {x["name"]: x for x in m["sensors"]}
         assert sensors["host"]["available"]  # utilization is recorded whatever measures energy
-        cpu = m["summary"]["energy"]["domains"]["cpu"]
+        e = m["summary"]["energy"]
         if powercap_state() == "readable":
-            assert cpu["source"] == "rapl" and not cpu["estimated"]
+            assert e["energy_cpu_source"] == "rapl" and not e["energy_cpu_estimated"]
         else:  # this VM: no RAPL, so the CPU energy is an estimate and says so
             assert "rapl" not in sensors and sensors["estimate"]["estimated"] is True
-            assert cpu["source"] == "estimate" and cpu["estimated"] is True and m["summary"]["energy"]["estimated"]
-        assert cpu["joules"] > 0 and cpu["complete"]
+            assert e["energy_cpu_source"] == "estimate" and e["energy_cpu_estimated"] is True
+            assert e["energy_global_estimated"] is True and e["energy_global_provenance"] == "estimated"
+        assert e["energy_cpu_j"] > 0 and e["energy_cpu_complete"]
         series = (d / "series.csv").read_text()
         assert "wattserve_cpu_utilization_ratio" in series and "wattserve_process_cpu_seconds_total" in series
 
         ph = m["phases"]
         times = [t for name in PHASES for t in (ph[name]["start"], ph[name]["end"])]
-        assert times == sorted(times)  # load ≤ idle before ≤ inference ≤ idle after, one clock
+        assert times == sorted(times)  # load ≤ idle before ≤ replay start ≤ inference ≤ replay stop ≤ idle after
         assert m["prepare"]["end"] <= ph["load"]["start"]  # the export is never in a window
         assert ph["idle_before"]["end"] - ph["idle_before"]["start"] >= 0.5
         assert ph["idle_after"]["end"] - ph["idle_after"]["start"] >= 0.5
@@ -65,14 +69,38 @@ def test_bench_replays_every_prompt_once_in_order_inside_the_window(tmp_path, ti
         assert [(x["index"], x["task_id"]) for x in rows] == [(p.index, p.task_id) for p in PAPER.items]
         assert all(x["status"] == "ok" and x["http_status"] == 200 and x["completion_tokens"] <= 8 for x in rows)
         assert all(len(x["token_ids"]) == x["completion_tokens"] for x in rows)
-        assert all(ph["inference"]["start"] < x["start"] <= x["end"] < ph["inference"]["end"] for x in rows)
+        # the inference window is the requests' span exactly: Locust's start-up and stop are outside it
+        assert (ph["inference"]["start"], ph["inference"]["end"]) == (rows[0]["start"], rows[-1]["end"])
+        assert ph["replay_start"]["end"] - ph["replay_start"]["start"] > 0.2  # Locust's imports and spawn
+        assert m["summary"]["time_s"] == pytest.approx(rows[-1]["end"] - rows[0]["start"])
+        # each edge of the window has a sensor scrape of its own, within a few ms of it
+        scraped = sorted({float(line.split(",", 1)[0]) for line in series.splitlines()[1:]})
+        for edge in (ph["inference"]["start"], ph["inference"]["end"]):
+            assert min(abs(t - edge) for t in scraped) < 0.1, edge
+        assert m["harness_overhead"]["window"] == "inference"
+        assert all(x["energy_j"] > 0 and x["energy_provenance"] == e["energy_global_provenance"] for x in rows)
+        assert sum(x["energy_j"] for x in rows) == pytest.approx(e["energy_global_j"], rel=0.05)
         assert all(a["end"] <= b["start"] for a, b in zip(rows, rows[1:]))  # one at a time, in order
         assert all(0 < x["server_latency_s"] <= x["latency_s"] for x in rows)
 
-        with open(d / "locust_stats.csv", newline="") as fh:
-            agg = next(row for row in csv.DictReader(fh) if row["Name"] == "Aggregated")
-        assert agg["Request Count"] == "164" and agg["Failure Count"] == "0"
+        summary = next(line for line in (d / "locust.log").read_text().splitlines() if "Aggregated" in line)
+        assert summary.split()[1:3] == ["164", "0(0.00%)"]  # Locust's own count agrees
         assert not (d / "requests.raw.csv").exists()
+
+    # the bench table and make analyze's runs.csv give the same numbers for the same run (one definition)
+    from analysis.runs import read_results
+    from loadgen.summary import summarize
+
+    frame, _, _ = read_results(results, quiet=True)
+    for d in runs:
+        bench, row = summarize(d), frame.set_index("run_id").loc[d.name]
+        e = manifest(d)["summary"]["energy"]
+        assert bench["inference_s"] == pytest.approx(row["time_s"], rel=1e-9)
+        assert bench["tokens_per_s"] == pytest.approx(row["tokens_per_s"], rel=1e-9)
+        assert bench["energy_global_j"] == pytest.approx(row["energy_global_j"], rel=1e-9)
+        assert e["idle_power_cpu_w"] == pytest.approx(row["idle_power_cpu_w"], rel=1e-9)
+        assert f"{row['energy_global_j']:.1f} J" in bench["energy"] and f"cpu {row['idle_power_cpu_w']:.1f}" in r.stdout
+        assert f"| {row['tokens_per_s']:.1f}" in r.stdout and f"| {row['time_s']:.1f}" in r.stdout
 
     table = r.stdout
     assert "| torch-cpu" in table and "ref" in table and "100.0% (164/164)" in table  # onnx == torch
