@@ -13,18 +13,40 @@
 at the scrape (midpoint of the HTTP request), sensor = the target's name, metric = the sample name as
 exposed (counters keep ``_total``; ``_created`` samples are dropped), labels = JSON, sorted keys. Each
 scrape adds one ``up`` row (1 = the target answered, 0 = it did not) so gaps are visible in the data.
+
+Bad data is dropped, counted and marked, never written as a value (:meth:`Sampler._check`):
+
+- a body that is not the exposition format (or holds no sample) is a failed scrape (``up 0``), kept whole
+  out of series.csv;
+- a NaN or infinite sample is dropped;
+- an energy counter (``wattserve_energy_joules_total``; dcgm-exporter's total energy, mJ) that jumps by
+  more than ``max_device_watts`` (default 10 kW per series, i.e. per device) x the time since its value
+  last changed (at least one interval; sensor time where the exporter gives it) is dropped, and so is a
+  first value above that bound x the exporter's uptime;
+- a counter that goes backwards is dropped, unless it is a restart: the exporter's
+  ``wattserve_exporter_start_time_seconds`` changed (every wattserve counter starts near 0 at its
+  exporter's start), or, for an exporter that does not say when it started (dcgm-exporter), once
+  REBASE_SAMPLES (3) samples in a row go on plausibly from the lower value (those before are dropped: a
+  one-sample glitch, to 0 or anywhere else, is never taken for a restart).
+
+A dropped value does not move the reference the next sample is judged against. Each dropped sample
+writes a ``dropped`` row instead (labels: the sample's own plus ``metric``, ``reason`` and the rejected
+``value`` as text; value 1), so the analysis marks every window it falls into incomplete; the sensor
+descriptor carries ``dropped_samples`` and ``dropped_reason``, and the run is flagged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,6 +59,13 @@ from services.exporters.common import redact_url, url_secrets
 
 log = logging.getLogger("wattserve.sampler")
 ROOT = Path(__file__).resolve().parents[1]
+MAX_DEVICE_WATTS = 10_000.0  # no one device (CPU package, GPU, outlet) draws more: a faster rise is garbage
+# energy counters checked for drops and jumps -> their scale to joules
+ENERGY_COUNTERS = {"wattserve_energy_joules_total": 1.0, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": 1e-3,
+                   "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total": 1e-3}
+START_TIME = "wattserve_exporter_start_time_seconds"
+REBASE_SAMPLES = 3  # without a start time: a drop is a restart once this many samples go on from the new value
+SAMPLE_TS = "wattserve_sensor_last_sample_timestamp_seconds"
 
 
 @dataclass
@@ -56,6 +85,11 @@ class _Target:
     sensor_up_once: bool = False
     down_message: str | None = None
     dcgm: bool = False             # NVIDIA dcgm-exporter (no wattserve_sensor_up of its own)
+    dropped: Counter = field(default_factory=Counter)  # reason -> samples dropped as bad data
+    dropped_example: str | None = None
+    start_time: float | None = None  # the exporter's wattserve_exporter_start_time_seconds
+    counters: dict = field(default_factory=dict)  # (name, labels) -> (t its value changed, J, scrape t)
+    rebase: dict = field(default_factory=dict)    # (name, labels) -> [(t, J)] gone backwards, in a row
 
 
 class Sampler:
@@ -64,9 +98,12 @@ class Sampler:
     samples to ``run_dir/series.csv``, flushed about every ``flush_s`` seconds."""
 
     def __init__(self, targets: dict[str, str], interval_s: float = 0.5, timeout_s: float | None = None,
-                 flush_s: float = 1.0) -> None:
+                 flush_s: float = 1.0, max_device_watts: float = MAX_DEVICE_WATTS) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
+        if not max_device_watts > 0:
+            raise ValueError("max_device_watts must be > 0")
+        self.max_device_watts = float(max_device_watts)
         self.targets = {name: _Target(name, url) for name, url in targets.items()}
         # a target may carry user:password in its URL: scraped with it, recorded and logged without it
         self._secrets = sorted({s for url in targets.values() for s in url_secrets(url)}, key=len, reverse=True)
@@ -134,9 +171,14 @@ class Sampler:
         rows: list[tuple] = []
         if text is not None:
             try:
-                rows = self._rows(tgt, t, text)
-            except Exception as e:  # not the exposition format
-                error, rows = f"unparsable /metrics: {type(e).__name__}: {e}", []
+                samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+                if not samples:
+                    raise ValueError("no sample in the answer")
+            except Exception as e:  # not the exposition format: nothing of it is kept
+                error = self._scrub(f"unparsable /metrics: {type(e).__name__}: {e}")[:300]
+                rows = [self._drop(tgt, t, "unparsable /metrics", "(whole scrape)", {}, error)]
+            else:
+                rows = self._rows(tgt, t, samples)
         tgt.scrapes += 1
         tgt.last_failed = error is not None
         if error is None:
@@ -150,28 +192,90 @@ class Sampler:
         rows.append((t, tgt.name, "up", "{}", 0.0 if error else 1.0))
         self._write(rows)
 
-    def _rows(self, tgt: _Target, t: float, text: str) -> list[tuple]:
+    def _drop(self, tgt: _Target, t: float, reason: str, name: str, labels: dict, value) -> tuple:
+        """Count a bad sample and return its ``dropped`` row (the value only as text, in a label)."""
+        tgt.dropped[reason] += 1
+        example = f"{name}{json.dumps(labels, sort_keys=True) if labels else ''} = {value} at t={t:.3f}"
+        if tgt.dropped_example is None:
+            log.warning("sampler: %s (%s): dropped a bad sample (%s): %s", tgt.name, redact_url(tgt.url), reason,
+                        example)
+        tgt.dropped_example = f"{reason}: {example}"
+        return (t, tgt.name, "dropped", json.dumps({**labels, "metric": name, "reason": reason,
+                                                     "value": str(value)}, sort_keys=True), 1.0)
+
+    def _check(self, tgt: _Target, t: float, t_sensor: float, s) -> str | None:
+        """Why sample ``s`` is bad data, or None. Energy counters keep (time their value last changed,
+        joules, scrape time) per series; a dropped value does not move that reference."""
+        if not math.isfinite(s.value):
+            return "non-finite value"
+        scale = ENERGY_COUNTERS.get(s.name)
+        if scale is None:
+            return None
+        key = (s.name, tuple(sorted(s.labels.items())))
+        j = s.value * scale
+        ref = tgt.counters.get(key)
+        floor = max(self.interval_s, 0.01)
+        if ref is None:
+            if tgt.start_time is not None and j > self.max_device_watts * (max(t_sensor - tgt.start_time, 0) + floor):
+                return (f"implausible counter: {j:.6g} J since the exporter started "
+                        f"{t_sensor - tgt.start_time:.3g} s before (> {self.max_device_watts:g} W)")
+        else:
+            t_ref, j_ref, _ = ref
+            rate = lambda j1, t1, j0, t0: (j1 - j0) / max(t1 - t0, floor)  # noqa: E731
+            if j < j_ref:
+                if tgt.start_time is not None:
+                    return f"counter went backwards from {j_ref:.6g} J to {j:.6g} J without an exporter restart"
+                # no start time to tell a restart (dcgm-exporter): one only once the counter goes on from there
+                run = tgt.rebase.setdefault(key, [])
+                if run and (j < run[-1][1] or rate(j, t_sensor, run[-1][1], run[-1][0]) > self.max_device_watts):
+                    run.clear()
+                run.append((t_sensor, j))
+                if len(run) < REBASE_SAMPLES:
+                    return (f"counter went backwards from {j_ref:.6g} J to {j:.6g} J (taken as a restart once "
+                            f"{REBASE_SAMPLES} samples go on from there)")
+            elif j > j_ref and rate(j, t_sensor, j_ref, t_ref) > self.max_device_watts:
+                return (f"counter jumped by {j - j_ref:.6g} J: {rate(j, t_sensor, j_ref, t_ref):.3g} W > "
+                        f"{self.max_device_watts:g} W")
+            tgt.rebase.pop(key, None)
+        if ref is None or j != ref[1]:
+            tgt.counters[key] = (t_sensor, j, t)
+        else:
+            tgt.counters[key] = (ref[0], j, t)
+        return None
+
+    def _rows(self, tgt: _Target, t: float, samples: list) -> list[tuple]:
         rows = []
         down: list[str] = []
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name.endswith("_created"):
-                    continue
-                labels = s.labels
-                if s.name == "wattserve_sensor_up":
-                    if labels.get("source"):
-                        tgt.sources.add(labels["source"])
-                    if s.value == 1:
-                        tgt.sensor_up_once = True
-                    else:
-                        down.append(labels.get("sensor", "?"))
-                elif s.name == "wattserve_sensor_info" and labels.get("message"):
-                    tgt.down_message = labels["message"]
-                elif s.name == "wattserve_energy_joules_total" and labels.get("estimated") == "true":
-                    tgt.estimated = True
-                elif s.name.startswith("DCGM_FI_"):
-                    tgt.dcgm = True
-                rows.append((t, tgt.name, s.name, json.dumps(labels, sort_keys=True), s.value))
+        starts = [s.value for s in samples if s.name == START_TIME and math.isfinite(s.value)]
+        if starts:
+            if tgt.start_time is not None and max(starts) != tgt.start_time:
+                tgt.counters.clear()  # the exporter restarted: its counters start again near 0
+                tgt.rebase.clear()
+            tgt.start_time = max(starts)
+        stamps = [s.value for s in samples if s.name == SAMPLE_TS and math.isfinite(s.value)]
+        t_sensor = max(stamps) if stamps else t  # where the analysis places the values (its sensor clock)
+        for s in samples:
+            if s.name.endswith("_created"):
+                continue
+            labels = s.labels
+            bad = self._check(tgt, t, t_sensor, s)
+            if bad is not None:
+                rows.append(self._drop(tgt, t, bad, s.name, dict(labels), s.value))
+                continue
+            if s.name == "wattserve_sensor_up":
+                if labels.get("source"):
+                    tgt.sources.add(labels["source"])
+                if s.value == 1:
+                    tgt.sensor_up_once = True
+                else:
+                    down.append(labels.get("sensor", "?"))
+            elif s.name == "wattserve_sensor_info" and labels.get("message"):
+                tgt.down_message = labels["message"]
+            elif s.name == "wattserve_energy_joules_total" and labels.get("estimated") == "true":
+                tgt.estimated = True
+            elif s.name.startswith("DCGM_FI_"):
+                tgt.dcgm = True
+            rows.append((t, tgt.name, s.name, json.dumps(labels, sort_keys=True), s.value))
         if down and tgt.sensor_up_once:
             tgt.down_scrapes += 1
         return rows
@@ -191,7 +295,8 @@ class Sampler:
     def _descriptor(t: _Target) -> dict:
         """run.json sensor entry. available = answered every scrape and its sensor never went down once
         it had come up (a sensor still warming up at the first scrape is not a failure; one that never
-        came up is)."""
+        came up is). ``dropped_samples``: bad samples dropped (counted by reason in ``dropped_reason``,
+        with the last one); the run is flagged for them (loadgen/protocol.py run_flags)."""
         available = t.scrapes > 0 and t.failed_after_ok == 0 and t.ok_once and t.down_scrapes == 0
         if t.sources and not t.sensor_up_once:
             available = False
@@ -207,9 +312,14 @@ class Sampler:
         elif t.down_scrapes:
             error = f"sensor down in {t.down_scrapes} of {t.scrapes} scrapes: {t.down_message}"
         source = ",".join(sorted(t.sources)) or ("dcgm" if t.dcgm else None)
+        dropped = sum(t.dropped.values())
+        reason = None
+        if dropped:
+            reason = ", ".join(f"{n} {why}" for why, n in t.dropped.most_common()) + f"; last: {t.dropped_example}"
         return {"name": t.name, "url": redact_url(t.url), "source": source,
                 "estimated": t.estimated, "available": available, "error": error,
-                "scrapes": t.scrapes, "failed_scrapes": t.failed}
+                "scrapes": t.scrapes, "failed_scrapes": t.failed,
+                "dropped_samples": dropped, "dropped_reason": reason}
 
 
 # ------------------------------------------------------------------ local exporters

@@ -75,18 +75,19 @@ def counter(name: str, doc: str, labels: Sequence[str] = ()) -> CounterMetricFam
     return CounterMetricFamily(f"{NAMESPACE}_{name}", doc, labels=list(labels))
 
 
-def energy_family() -> CounterMetricFamily:
+def energy_family(extra: Sequence[str] = ()) -> CounterMetricFamily:
+    """``extra``: labels after the contract's (the GPU exporters add ``uuid``)."""
     return counter("energy_joules",
                    "Energy since this exporter started measuring, in joules, wraparound handled. "
                    "Zones overlap (package includes core): CPU energy = sum over domain=\"cpu\" only. "
                    "method=counter: a hardware/driver energy counter; method=power-integral: measured "
                    "(or, with estimated=true, modelled) power integrated by the exporter.",
-                   ENERGY_LABELS)
+                   (*ENERGY_LABELS, *extra))
 
 
-def power_family() -> GaugeMetricFamily:
+def power_family(extra: Sequence[str] = ()) -> GaugeMetricFamily:
     return gauge("power_watts", "Power in watts (mean over the exporter's last interval where derived "
-                 "from an energy counter)", POWER_LABELS)
+                 "from an energy counter)", (*POWER_LABELS, *extra))
 
 
 # ------------------------------------------------------------------ counters
@@ -182,6 +183,7 @@ class Exporter:
         self.lock = threading.RLock()
         self.scrape_errors = 0
         self.last_sample_time: float | None = None  # epoch s of the newest underlying sample, if polled
+        self.start_time = time.time()  # counters start near 0 here: a new value = a restart (the sampler)
         self._state: tuple[int, str] | None = None
         self._warned: set[str] = set()
 
@@ -229,6 +231,10 @@ class Exporter:
                       "Epoch time of the newest underlying sample (polled sensors)", ["sensor", "source"])
             g.add_metric(keys, last_sample)
             yield g
+        g = gauge("exporter_start_time_seconds", "Epoch time this exporter started: its counters start near 0 "
+                  "then, so a new value means a restart (a counter drop is then legitimate)", ["sensor"])
+        g.add_metric([self.sensor], self.start_time)
+        yield g
         g = gauge("exporter_scrape_duration_seconds", "Time this scrape took to read the sensor",
                   ["sensor"])
         g.add_metric([self.sensor], duration)

@@ -8,16 +8,22 @@ rate: idle x dt + (TDP - idle) x busy CPU seconds / logical CPUs. Every series s
 source="estimate", method="power-integral"; wattserve_estimate_info carries the TDP, the idle floor and
 where the TDP came from.
 
-Default TDP: a small built-in table of common CPUs (vendor TDP per socket x sockets; CodeCarbon's
-cpu_power.csv is a larger maintained table of the same kind); any other CPU -> 4 W per logical CPU
-(CodeCarbon's own fallback). Default idle floor: 20 % of TDP (about the ratio of the per-vCPU minimum and
-maximum watts, 0.74 / 3.5 W, that Cloud Carbon Footprint uses). Inside a VM the model string is often
-generic, so the fallback applies there; in a VM with a recognised model only part of the package is
-yours, so pass --tdp-watts. These are proxies of time and utilization, not measurements.
+Default TDP: CodeCarbon's maintained table of vendor TDPs, ``data/cpu_power.csv`` (shipped here from
+the codecarbon wheel named in CPU_TABLE_SOURCE, MIT licence in data/cpu_power.LICENSE; refresh it with
+scripts/update_cpu_power.sh), matched as CodeCarbon matches it: the model string exactly (case aside),
+then the same with "(R)", "CPU @ 2.10GHz"-style suffixes and "N-Core Processor" removed, then a unique row
+whose words all occur in the model's (or the model's in the row's); x sockets. Any other CPU (an ambiguous
+or unknown name, as in most VMs: "AMD EPYC") -> 4 W per logical CPU (CodeCarbon's own fallback).
+Default idle floor: 20 % of TDP (about the ratio of the per-vCPU minimum and maximum watts, 0.74 / 3.5 W,
+that Cloud Carbon Footprint uses). In a VM with a recognised model only part of the package is yours, so
+pass --tdp-watts. ``tdp_source`` in wattserve_estimate_info says which row (or the fallback) was used.
+These are proxies of time and utilization, not measurements.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
 import os
 import platform
 import re
@@ -27,14 +33,8 @@ from pathlib import Path
 from services.exporters.common import (Exporter, claim_port, cpu_busy_total, energy_family, exporter_parser,
                                        gauge, power_family, run_exporter, setup_logging)
 
-# Vendor TDP per socket, W (AMD "default TDP", Intel "processor base power"/TDP), from the spec sheets.
-CPU_TDP_W: dict[str, float] = {
-    r"ryzen 9 7950x": 170, r"ryzen 9 7900x": 170, r"ryzen 9 5950x": 105, r"ryzen 7 5800x": 105,
-    r"epyc 7742": 225, r"epyc 7763": 280, r"epyc 9654": 360,
-    r"core i9-13900k": 125, r"core i9-12900k": 125, r"core i7-12700k": 125,
-    r"xeon gold 6230": 125, r"xeon gold 6248": 150, r"xeon gold 6338": 205,
-    r"xeon platinum 8380": 270, r"xeon platinum 8480\+": 350,
-}
+CPU_TABLE = Path(__file__).resolve().parent / "data" / "cpu_power.csv"   # Name,TDP (W per socket)
+CPU_TABLE_SOURCE = "codecarbon-3.3.2"  # the wheel data/hardware/cpu_power.csv came from (sha256 in README)
 WATTS_PER_THREAD = 4.0
 IDLE_FRACTION = 0.2
 
@@ -50,13 +50,55 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, int]:
     return (names[0].strip() if names else platform.processor() or "unknown"), sockets
 
 
-def default_tdp(model: str, sockets: int, threads: int) -> tuple[float, str]:
-    """(TDP watts, how it was chosen)."""
-    norm = re.sub(r"\((r|tm)\)", "", model.lower())
-    norm = re.sub(r"\s+", " ", norm)
-    for pattern, watts in CPU_TDP_W.items():
-        if re.search(rf"\b{pattern}(?![\w])", norm):
-            return watts * sockets, f"table:{pattern.replace(chr(92), '')}x{sockets}"
+def _normalize(name: str) -> str:
+    """CodeCarbon's clean-up of a model string: no (R)/(TM), no " CPU @ 2.10GHz", no "16-Core Processor"."""
+    n = re.sub(r"\((r|tm)\)", "", name.lower())
+    n = n.split(" cpu @ ")[0]
+    n = re.sub(r"@\s*\d+(\.\d+)?\s*ghz", "", n)
+    n = re.sub(r"\b\d+-core processor\b|\bprocessor\b|\bcpu\b", "", n)
+    return re.sub(r"\s+", " ", n).strip()
+
+
+@functools.lru_cache(maxsize=4)
+def cpu_table(path: Path = CPU_TABLE) -> tuple[dict[str, tuple[str, float]], list[tuple[frozenset, str, float]]]:
+    """({normalized name: (name, W)}, [(words, name, W)]) from a Name,TDP CSV; empty if it is missing."""
+    exact: dict[str, tuple[str, float]] = {}
+    words: list[tuple[frozenset, str, float]] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                try:
+                    name, watts = row["Name"].strip(), float(row["TDP"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if name and watts > 0:
+                    exact.setdefault(name.lower(), (name, watts))
+                    exact.setdefault(_normalize(name), (name, watts))
+                    words.append((frozenset(_normalize(name).split()), name, watts))
+    except OSError:
+        pass
+    return exact, words
+
+
+def match_cpu(model: str, path: Path = CPU_TABLE) -> tuple[str, float] | None:
+    """(table row name, TDP W per socket) for a CPU model string, or None when unknown or ambiguous."""
+    exact, words = cpu_table(path)
+    for key in (model.strip().lower(), _normalize(model)):
+        if key in exact:
+            return exact[key]
+    mine = frozenset(_normalize(model).split())
+    if not mine:
+        return None
+    hits = {(name, w) for ws, name, w in words if ws and (ws <= mine or mine <= ws)}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def default_tdp(model: str, sockets: int, threads: int, path: Path = CPU_TABLE) -> tuple[float, str]:
+    """(TDP watts, how it was chosen: ``table:<source>:<row>x<sockets>`` or ``fallback:…``)."""
+    hit = match_cpu(model, path)
+    if hit is not None:
+        name, watts = hit
+        return watts * sockets, f"table:{CPU_TABLE_SOURCE}:{name} x{sockets}"
     return WATTS_PER_THREAD * threads, f"fallback:{WATTS_PER_THREAD:g}W/thread x{threads}"
 
 
@@ -108,7 +150,8 @@ class EstimateExporter(Exporter):
 def main(argv: list[str] | None = None) -> int:
     p = exporter_parser("estimate", __doc__.splitlines()[0], 9656)
     p.add_argument("--tdp-watts", type=float, default=None,
-                   help="CPU power at full load, W (default: from the CPU model, else 4 W per logical CPU)")
+                   help="CPU power at full load, W (default: the CPU model's TDP from CodeCarbon's table x "
+                        "sockets, else 4 W per logical CPU)")
     p.add_argument("--idle-watts", type=float, default=None,
                    help=f"CPU power when idle, W (default {IDLE_FRACTION:.0%} of the TDP)")
     args = p.parse_args(argv)

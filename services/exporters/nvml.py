@@ -3,15 +3,17 @@
     python -m services.exporters.nvml --port 9653 [--poll-interval 0.1]
     python -m services.exporters.nvml --port 9653 --source nvidia-smi [--nvidia-smi-bin nvidia-smi] [--interval-ms 100]
 
-NVML (``import pynvml``, package nvidia-ml-py), per GPU ``gpu<i>``: power (W); energy from the GPU's
+NVML (``import pynvml``, package nvidia-ml-py), per GPU ``gpu<i>``, every series labelled with the GPU's
+``uuid`` too (``GPU-…``, as NVML, nvidia-smi and dcgm-exporter's ``UUID`` give it; the analysis keeps the
+serving GPU's series by it on a multi-GPU host): power (W); energy from the GPU's
 total-energy counter (nvmlDeviceGetTotalEnergyConsumption, mJ, Volta and newer: method="counter"),
 otherwise measured power integrated trapezoidally at --poll-interval (method="power-integral", still
 estimated="false": it is measured power); utilization.gpu and utilization.memory (ratios); memory
 used/total (bytes). The NVML library is injectable (:class:`NvmlLike`: the pynvml functions used here)
 so tests put a fake behind the same code.
 
-nvidia-smi mode runs the study's query (with ``index`` first so several GPUs are told apart)
-``nvidia-smi --query-gpu=index,timestamp,gpu_name,utilization.gpu,utilization.memory,memory.total,
+nvidia-smi mode runs the study's query (with ``index,uuid`` first so several GPUs are told apart)
+``nvidia-smi --query-gpu=index,uuid,timestamp,gpu_name,utilization.gpu,utilization.memory,memory.total,
 memory.used,power.draw,power.max_limit,temperature.gpu --format=csv -lms 100`` and integrates
 power.draw between its own timestamps (method="power-integral").
 """
@@ -32,9 +34,10 @@ from services.exporters.common import (Exporter, LineProcess, Poller, PowerInteg
 
 NO_GPU = ("no NVIDIA GPU/driver usable here. Install the NVIDIA driver (nvidia-smi must work); in Docker "
           "run with --gpus all (NVIDIA Container Toolkit)")
-SMI_FIELDS = ["index", "timestamp", "gpu_name", "utilization.gpu", "utilization.memory", "memory.total",
+SMI_FIELDS = ["index", "uuid", "timestamp", "gpu_name", "utilization.gpu", "utilization.memory", "memory.total",
               "memory.used", "power.draw", "power.max_limit", "temperature.gpu"]
 MIB = 1024 * 1024
+GPU_LABELS = ["device", "uuid"]  # of every per-GPU gauge
 
 
 class NvmlLike(Protocol):
@@ -177,17 +180,18 @@ class NvmlExporter(Exporter):
         if self.poller is not None:
             self.poll()  # integrate up to this scrape, so every value is as of now
         nv = self.nvml
-        energy, power = energy_family(), power_family()
+        energy, power = energy_family(["uuid"]), power_family(["uuid"])
         info = gauge("gpu_info", "GPU identity (value 1)", ["device", "name", "uuid"])
-        util = gauge("gpu_utilization_ratio", "utilization.gpu: share of time a kernel ran (0-1)", ["device"])
+        util = gauge("gpu_utilization_ratio", "utilization.gpu: share of time a kernel ran (0-1)", GPU_LABELS)
         mutil = gauge("gpu_memory_utilization_ratio",
-                      "utilization.memory: share of time device memory was read or written (0-1)", ["device"])
-        used = gauge("gpu_memory_used_bytes", "GPU memory used, bytes", ["device"])
-        total = gauge("gpu_memory_total_bytes", "GPU memory total, bytes", ["device"])
+                      "utilization.memory: share of time device memory was read or written (0-1)", GPU_LABELS)
+        used = gauge("gpu_memory_used_bytes", "GPU memory used, bytes", GPU_LABELS)
+        total = gauge("gpu_memory_total_bytes", "GPU memory total, bytes", GPU_LABELS)
         for g in gpus:
             info.add_metric([g.device, g.name, g.uuid], 1)
+            ids = [g.device, g.uuid]
             try:
-                power.add_metric(["gpu", g.device, self.source, "false"],
+                power.add_metric(["gpu", g.device, self.source, "false", g.uuid],
                                  nv.nvmlDeviceGetPowerUsage(g.handle) / 1000.0)
             except Exception as e:
                 self.error(f"{g.device} power", e)
@@ -195,19 +199,19 @@ class NvmlExporter(Exporter):
                 joules = self._energy_j(g)
                 if joules is not None:
                     method = "power-integral" if g.integrator is not None else "counter"
-                    energy.add_metric(["gpu", g.device, self.source, "false", method], joules)
+                    energy.add_metric(["gpu", g.device, self.source, "false", method, g.uuid], joules)
             except Exception as e:
                 self.error(f"{g.device} energy", e)
             try:
                 u = nv.nvmlDeviceGetUtilizationRates(g.handle)
-                util.add_metric([g.device], u.gpu / 100.0)
-                mutil.add_metric([g.device], u.memory / 100.0)
+                util.add_metric(ids, u.gpu / 100.0)
+                mutil.add_metric(ids, u.memory / 100.0)
             except Exception as e:
                 self.error(f"{g.device} utilization", e)
             try:
                 m = nv.nvmlDeviceGetMemoryInfo(g.handle)
-                used.add_metric([g.device], m.used)
-                total.add_metric([g.device], m.total)
+                used.add_metric(ids, m.used)
+                total.add_metric(ids, m.total)
             except Exception as e:
                 self.error(f"{g.device} memory", e)
         yield from (energy, power, util, mutil, used, total, info)
@@ -304,7 +308,7 @@ class NvidiaSmiExporter(Exporter):
             watts = smi_value(row.get("power.draw", ""))
             if watts is not None:
                 gpu.integrator.add(t, watts)
-            gpu.values = {k: (v if k in ("name", "timestamp") else smi_value(v)) for k, v in row.items()}
+            gpu.values = {k: (v if k in ("name", "timestamp", "uuid") else smi_value(v)) for k, v in row.items()}
             gpu.last_at = now
             self.last_sample_time = time.time()
             self.exit_message = None
@@ -318,8 +322,8 @@ class NvidiaSmiExporter(Exporter):
         if not fresh:
             raise SensorUnavailable(self.exit_message or "no sample from nvidia-smi "
                                     + ("yet" if not self.gpus else f"for more than {self.stale_s:.1f} s"))
-        energy, power = energy_family(), power_family()
-        fams = {k: gauge(*v, ["device"]) for k, v in {
+        energy, power = energy_family(["uuid"]), power_family(["uuid"])
+        fams = {k: gauge(*v, GPU_LABELS) for k, v in {
             "utilization.gpu": ("gpu_utilization_ratio", "utilization.gpu (0-1)"),
             "utilization.memory": ("gpu_memory_utilization_ratio", "utilization.memory (0-1)"),
             "memory.used": ("gpu_memory_used_bytes", "GPU memory used, bytes"),
@@ -329,14 +333,15 @@ class NvidiaSmiExporter(Exporter):
         }.items()}
         info = gauge("gpu_info", "GPU identity (value 1)", ["device", "name", "uuid"])
         for g in fresh:
+            uuid = str(g.values.get("uuid") or "")
             if g.integrator.last is not None:
-                energy.add_metric(["gpu", g.device, self.source, "false", "power-integral"], g.integrator.joules)
+                energy.add_metric(["gpu", g.device, self.source, "false", "power-integral", uuid], g.integrator.joules)
             if g.values.get("power.draw") is not None:
-                power.add_metric(["gpu", g.device, self.source, "false"], g.values["power.draw"])
+                power.add_metric(["gpu", g.device, self.source, "false", uuid], g.values["power.draw"])
             for key, fam in fams.items():
                 if g.values.get(key) is not None:
-                    fam.add_metric([g.device], g.values[key])
-            info.add_metric([g.device, str(g.values.get("name", "")), ""], 1)
+                    fam.add_metric([g.device, uuid], g.values[key])
+            info.add_metric([g.device, str(g.values.get("name", "")), uuid], 1)
         yield from (energy, power, *fams.values(), info)
 
     def close(self) -> None:

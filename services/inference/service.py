@@ -46,6 +46,24 @@ class Generation:
         return self.finished_at - self.started_at
 
 
+def cuda_device_uuids() -> list[str]:
+    """NVML-style UUIDs (``GPU-…``, as nvidia-smi, NVML and dcgm-exporter name the board) of the CUDA device
+    this process serves on: torch's current device, which is also the one ONNX Runtime's CUDA provider
+    uses (device_id 0 of the visible devices). Through the CUDA runtime, so CUDA_VISIBLE_DEVICES and
+    CUDA_DEVICE_ORDER are already applied; [] where no CUDA device is usable. Only called for a -cuda
+    configuration (a CPU run never touches CUDA)."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return []
+        uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+    except Exception as exc:  # no driver, a broken CUDA: the run records no UUID (the analysis then keeps none)
+        log.warning("could not read the CUDA device's UUID: %s: %s", type(exc).__name__, exc)
+        return []
+    return [uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"]
+
+
 class InferenceService:
     def __init__(self, config: ServingConfig, model: ModelSpec, settings: EngineSettings, warmup: int = 2):
         self.config = config
@@ -57,6 +75,7 @@ class InferenceService:
         self.load_seconds: float | None = None
         self.engine: Engine | None = None
         self._lock = threading.Lock()
+        self._gpu_uuids: list[str] | None = None
 
     # -- start-up ---------------------------------------------------------------------------------
     def load(self) -> None:
@@ -154,6 +173,14 @@ class InferenceService:
             hit_eos=bool(out) and out[-1] in self.eos_ids and not ignore_eos,
         )
 
+    def gpu_uuids(self) -> list[str]:
+        """The serving GPU(s), once the model is loaded on them ([] for a CPU configuration)."""
+        if self.config.provider != "cuda":
+            return []
+        if self._gpu_uuids is None and self.ready:
+            self._gpu_uuids = cuda_device_uuids()
+        return self._gpu_uuids or []
+
     def info(self) -> dict:
         import platform
 
@@ -163,6 +190,7 @@ class InferenceService:
             "engine": self.config.engine,
             "provider": self.config.provider,
             "device": self.config.device,
+            "gpu_uuids": self.gpu_uuids(),
             "state": self.state,
             "error": self.error,
             "model": self.model.describe(),

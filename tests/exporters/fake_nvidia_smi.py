@@ -26,7 +26,7 @@ def main() -> int:
     while True:
         ts = datetime.now().strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
         for i, w in enumerate(watts):
-            vals = {"index": str(i), "timestamp": ts, "gpu_name": "NVIDIA GeForce RTX 4090",
+            vals = {"index": str(i), "uuid": f"GPU-fake-smi-{i}", "timestamp": ts, "gpu_name": "NVIDIA GeForce RTX 4090",
                     "utilization.gpu": "37 %", "utilization.memory": "5 %", "memory.total": "24564 MiB",
                     "memory.used": "1234 MiB", "power.draw": f"{w:.2f} W", "power.max_limit": "[N/A]",
                     "temperature.gpu": "41"}

@@ -96,10 +96,12 @@ def powercap_sim(spec_path: str) -> None:
 class FakeNvml:
     """pynvml's functions used by the exporter, in NVML's units (mW, mJ, %, bytes), for GPUs with a
     given constant power; ``energy_counter=False`` makes nvmlDeviceGetTotalEnergyConsumption raise
-    NVMLError_NotSupported as on pre-Volta GPUs."""
+    NVMLError_NotSupported as on pre-Volta GPUs. UUIDs: ``GPU-fake-<index>``."""
 
-    def __init__(self, watts: list[float], energy_counter: bool = True, start_mj: int = 123_456_789) -> None:
+    def __init__(self, watts: list[float], energy_counter: bool = True, start_mj: int = 123_456_789,
+                 util: list[int] | None = None) -> None:
         self.watts, self.energy_counter, self.start_mj = watts, energy_counter, start_mj
+        self.util = util or [37] * len(watts)  # utilization.gpu per GPU, %
         self.t0: float | None = None
         self.calls: list[str] = []
 
@@ -135,7 +137,7 @@ class FakeNvml:
         return self.start_mj + int(self.energy_j(h) * 1000)
 
     def nvmlDeviceGetUtilizationRates(self, h):
-        return SimpleNamespace(gpu=37, memory=5)
+        return SimpleNamespace(gpu=self.util[h], memory=5)
 
     def nvmlDeviceGetMemoryInfo(self, h):
         return SimpleNamespace(used=1234 * 1024 * 1024, total=24564 * 1024 * 1024, free=0)
@@ -283,6 +285,84 @@ class DcgmServer:
             out += [f'{name}{{gpu="{g}",UUID="GPU-{g}",device="nvidia{g}",modelName="NVIDIA H100 80GB HBM3",'
                     f'Hostname="bench"}} {value(g)}' for g in range(len(self.watts))]
         return "\n".join(out) + "\n"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ------------------------------------------------------------------ a misbehaving exporter
+
+class FaultyExporter:
+    """Serves /metrics like a wattserve exporter measuring a constant ``watts`` (a cpu energy counter from
+    0 at its start, power, sensor_up, its start time), except at chosen scrapes (1-based request numbers):
+    ``faults = {n: kind}`` with kind ``garbage`` (HTML, not the exposition format), ``empty``, ``nan``
+    (energy NaN), ``inf`` (power +Inf), ``backwards`` (energy - 500 J, no restart), ``zero`` (energy 0, no
+    restart), ``jump`` (energy + 10 MJ), ``restart`` (a new start time: the counter starts again from 0
+    and stays so). ``start_time=False`` leaves the start time out (as dcgm-exporter). ``served`` records
+    (n, t, kind, energy the body said)."""
+
+    def __init__(self, watts: float, faults: dict[int, str] | None = None, start_time: bool = True,
+                 source: str = "rapl") -> None:
+        self.watts, self.faults, self.with_start, self.source = watts, dict(faults or {}), start_time, source
+        self.t_start = time.time()
+        self.requests = 0
+        self.served: list[tuple[int, float, str, float | None]] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                body = server.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/metrics"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def energy(self, t: float) -> float:
+        return self.watts * (t - self.t_start)
+
+    def render(self) -> str:
+        with self.lock:
+            self.requests += 1
+            n, t = self.requests, time.time()
+            kind = self.faults.get(n, "ok")
+            if kind == "restart":
+                self.t_start = t - 0.01
+            joules: float | None = self.energy(t)
+            power = float(self.watts)
+            if kind == "garbage":
+                self.served.append((n, t, kind, None))
+                return "<html><body>502 Bad Gateway</body></html>\n"
+            if kind == "empty":
+                self.served.append((n, t, kind, None))
+                return ""
+            joules = {"nan": float("nan"), "backwards": joules - 500.0, "zero": 0.0,
+                      "jump": joules + 1e7}.get(kind, joules)
+            power = float("inf") if kind == "inf" else power
+            self.served.append((n, t, kind, joules))
+            labels = f'domain="cpu",device="package-0",source="{self.source}",estimated="false"'
+            lines = [
+                "# TYPE wattserve_energy_joules counter",
+                f'wattserve_energy_joules_total{{{labels},method="counter"}} {joules!r}',
+                "# TYPE wattserve_power_watts gauge",
+                f"wattserve_power_watts{{{labels}}} {power!r}",
+                "# TYPE wattserve_sensor_up gauge",
+                f'wattserve_sensor_up{{sensor="faulty",source="{self.source}"}} 1.0',
+            ]
+            if self.with_start:
+                lines += ["# TYPE wattserve_exporter_start_time_seconds gauge",
+                          f'wattserve_exporter_start_time_seconds{{sensor="faulty"}} {self.t_start!r}']
+            return "\n".join(lines) + "\n"
 
     def close(self) -> None:
         self.httpd.shutdown()

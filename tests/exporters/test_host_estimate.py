@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import psutil
 import pytest
 
 from services.exporters.common import cpu_busy_total
-from services.exporters.estimate import default_tdp
+from services.exporters.estimate import CPU_TABLE, CPU_TABLE_SOURCE, default_tdp
 from tests.exporters.conftest import wait_for
 
 TREE = """
@@ -78,10 +79,26 @@ def test_estimate_is_labelled_estimated_and_follows_the_model(start_exporter):
 
 @pytest.mark.parametrize("model,threads,expect", [
     ("AMD Ryzen 9 7950X 16-Core Processor", 32, (170, "table")),
-    ("AMD Ryzen 9 7950X3D 16-Core Processor", 32, (128, "fallback")),  # another part: not the 7950X
+    ("AMD Ryzen 9 7950X3D 16-Core Processor", 32, (120, "table")),  # another part: its own row, not the 7950X
     ("Intel(R) Xeon(R) Platinum 8480+", 112, (350, "table")),
-    ("Intel(R) Xeon(R) Processor", 2, (8, "fallback")),
+    ("Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz", 80, (125, "table")),
+    ("Intel(R) Xeon(R) Processor", 2, (8, "fallback")),  # a VM's generic name: ambiguous
+    ("AMD EPYC", 2, (8, "fallback")),
+    ("Quantum Cogitator 9000", 4, (16, "fallback")),
 ])
 def test_default_tdp(model, threads, expect):
     watts, how = default_tdp(model, 1, threads)
     assert (watts, how.split(":")[0]) == expect
+    if expect[1] == "table":
+        assert how.startswith(f"table:{CPU_TABLE_SOURCE}:")
+
+
+def test_tdp_table_is_codecarbons_and_sockets_multiply(tmp_path):
+    table = tmp_path / "cpu_power.csv"
+    table.write_text("Name,TDP\nAcme Z1,42\nAcme Z1 Pro,77\nbroken,\n")
+    assert default_tdp("Acme(R) Z1 CPU @ 3.00GHz", 2, 8, table) == (84, f"table:{CPU_TABLE_SOURCE}:Acme Z1 x2")
+    assert default_tdp("Acme Z1 Pro 8-Core Processor", 1, 8, table)[0] == 77
+    assert default_tdp("broken", 1, 3, table)[1].startswith("fallback")
+    assert default_tdp("Acme Z1", 1, 3, tmp_path / "absent.csv") == (12, "fallback:4W/thread x3")
+    with open(CPU_TABLE, newline="") as f:  # the shipped table is CodeCarbon's, whole
+        assert next(csv.reader(f)) == ["Name", "TDP"] and sum(1 for _ in f) > 4000

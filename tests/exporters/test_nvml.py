@@ -53,6 +53,11 @@ def test_fake_nvml_over_http(served, counter):
         assert m2.get("wattserve_gpu_memory_utilization_ratio", device=dev) == pytest.approx(0.05)
         assert m2.get("wattserve_gpu_memory_used_bytes", device=dev) == 1234 * MIB
         assert m2.get("wattserve_gpu_memory_total_bytes", device=dev) == 24564 * MIB
+        uuid = f"GPU-fake-{dev[-1]}"  # every per-GPU series names its board
+        for name in ("wattserve_energy_joules_total", "wattserve_power_watts", "wattserve_gpu_utilization_ratio",
+                     "wattserve_gpu_memory_utilization_ratio", "wattserve_gpu_memory_used_bytes",
+                     "wattserve_gpu_memory_total_bytes", "wattserve_gpu_info"):
+            assert [s.labels["uuid"] for s in m2.all(name, device=dev)] == [uuid], name
     # mJ since driver load -> J since the exporter started: no 123456 J offset
     assert m1.get("wattserve_energy_joules_total", device="gpu0") < 250 * 5
     assert m2.all("wattserve_gpu_info", device="gpu0")[0].labels["name"] == "Fake GPU 4090"
@@ -87,6 +92,8 @@ def test_nvidia_smi_csv(tmp_path, start_exporter):
     assert m2.get("wattserve_gpu_memory_total_bytes", device="gpu1") == 24564 * MIB
     assert m2.get("wattserve_gpu_temperature_celsius", device="gpu0") == 41
     assert not m2.has("wattserve_gpu_power_limit_watts")  # "[N/A]" is not 0
+    for dev in ("gpu0", "gpu1"):  # the board's UUID on every per-GPU series, from the query's uuid column
+        assert {s.labels["uuid"] for s in m2.samples if s.labels.get("device") == dev} == {f"GPU-fake-smi-{dev[-1]}"}
 
 
 def test_nvidia_smi_without_driver_is_down(tmp_path, start_exporter):

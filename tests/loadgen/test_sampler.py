@@ -216,3 +216,151 @@ def test_netio_credentials_stay_out_of_command_lines_records_and_logs(tmp_path, 
     assert "wattserve_energy_joules_total" in written[1]
     leaks = [(i, x) for i, text in enumerate(written) for x in secrets if x in text]
     assert not leaks, leaks
+
+
+# ------------------------------------------------------------------ the serving GPU only
+
+def test_two_gpus_only_the_serving_one_counts(tmp_path):
+    """A 2-GPU host where GPU 0 serves (250 W, 90 %) and GPU 1 idles (30 W, 0 %): the nvml exporter (a fake
+    NVML behind the production code) labels every series with its board's UUID, and the device filter
+    counts the serving board only; dcgm-exporter's UUID label works the same way."""
+    from services.exporters.common import serve
+    from services.exporters.nvml import NvmlExporter
+    from tests.exporters.fakes import FakeNvml
+
+    exporter = NvmlExporter(FakeNvml([250.0, 30.0], util=[90, 0]), poll_interval_s=0.05)
+    httpd, url = serve(exporter)
+    dcgm = DcgmServer([300.0, 50.0])
+    try:
+        sampler = Sampler({"nvml": url, "dcgm": dcgm.url}, interval_s=0.25)
+        sampler.start(tmp_path)
+        t0 = time.time()
+        time.sleep(2.5)
+        sampler.stop()
+    finally:
+        httpd.shutdown()
+        exporter.close()
+        dcgm.close()
+    series = read_series(tmp_path)
+    start, end = t0 + 0.5, t0 + 2.0
+    nvml = series[series["sensor"] == "nvml"]
+    both = window_energy(nvml, start, end)["gpu"]
+    serving = window_energy(nvml, start, end, devices={"gpu": {"GPU-fake-0"}})["gpu"]
+    assert both.joules == pytest.approx(280 * 1.5, rel=0.02)
+    assert (serving.joules, serving.complete) == (pytest.approx(250 * 1.5, rel=0.02), True), serving
+    assert serving.devices.keys() == {"gpu0"}
+    util = "wattserve_gpu_utilization_ratio"
+    assert window_mean(nvml, util, start, end) == pytest.approx(0.45)
+    assert window_mean(nvml, util, start, end, devices={"gpu": ["GPU-fake-0"]}) == pytest.approx(0.90)
+    assert window_mean(nvml, util, start, end, devices={"gpu": ["GPU-fake-1"]}) == pytest.approx(0.0)
+    # a board that left no series: missing, never 0 J, never "no GPU here"
+    other = window_energy(nvml, start, end, devices={"gpu": {"GPU-not-here"}})["gpu"]
+    assert other.joules is None and not other.complete and "GPU-not-here" in other.note
+    assert window_mean(nvml, util, start, end, devices={"gpu": {"GPU-not-here"}}) is None
+    # the filter touches the GPU domain only
+    assert window_energy(nvml, start, end, devices={"cpu": {"x"}})["gpu"].joules == pytest.approx(both.joules)
+    d = series[series["sensor"] == "dcgm"]
+    assert window_energy(d, start, end)["gpu"].joules == pytest.approx(350 * 1.5, rel=0.01)
+    assert window_energy(d, start, end, devices={"gpu": {"GPU-1"}})["gpu"].joules == pytest.approx(50 * 1.5, rel=0.01)
+    assert window_mean(d, "wattserve_gpu_memory_total_bytes", start, end, devices={"gpu": {"GPU-0"}}) == \
+        pytest.approx(81234 * 2**20)
+
+
+# ------------------------------------------------------------------ bad sensor data
+
+def _energy_rows(run_dir, sensor):
+    with open(run_dir / "series.csv", newline="") as f:
+        return [(float(r["t"]), float(r["value"])) for r in csv.DictReader(f)
+                if r["sensor"] == sensor and r["metric"] == "wattserve_energy_joules_total"]
+
+
+def _run_faulty(tmp_path, targets: dict, scrapes: int, interval_s: float = 0.2, **kw):
+    sampler = Sampler({k: v.url for k, v in targets.items()}, interval_s=interval_s, **kw)
+    run_dir = tmp_path / "run"
+    sampler.start(run_dir)
+    deadline = time.monotonic() + 30
+    while min(t.requests for t in targets.values()) < scrapes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return run_dir, {d["name"]: d for d in sampler.stop()}
+
+
+def test_bad_samples_are_dropped_counted_and_flagged(tmp_path):
+    from loadgen.protocol import run_flags
+    from tests.exporters.fakes import FaultyExporter
+
+    faults = {3: "garbage", 5: "nan", 6: "inf", 8: "backwards", 10: "jump", 12: "zero", 14: "empty", 16: "restart"}
+    bad, good = FaultyExporter(50.0, faults), FaultyExporter(20.0, source="energibridge")
+    try:
+        run_dir, sensors = _run_faulty(tmp_path, {"bad": bad, "good": good}, 22)
+    finally:
+        bad.close()
+        good.close()
+    served = {n: (t, kind, j) for n, t, kind, j in bad.served}
+
+    # counted, with the reasons; the healthy exporter next to it lost nothing
+    d = sensors["bad"]
+    assert d["dropped_samples"] == 7, d
+    for why in ("unparsable /metrics", "non-finite value", "went backwards", "jumped"):
+        assert why in d["dropped_reason"], d["dropped_reason"]
+    assert sensors["good"]["dropped_samples"] == 0 and sensors["good"]["dropped_reason"] is None
+    assert len(_energy_rows(run_dir, "good")) == good.requests
+    flags = run_flags(list(sensors.values()), {}, True)
+    assert any(f.startswith("sensor bad: 7 bad sample(s) dropped") for f in flags), flags
+    assert not any(f.startswith("sensor good") for f in flags)
+
+    # nothing bad reached series.csv as a value: the counter rises, except once, at the real restart
+    rows = _energy_rows(run_dir, "bad")
+    values = [v for _, v in rows]
+    assert all(v == v and abs(v) != float("inf") for v in values)
+    for n in (8, 10, 12):
+        assert served[n][2] not in values
+    drops = [i for i in range(1, len(values)) if values[i] < values[i - 1]]
+    assert len(drops) == 1 and rows[drops[0]][0] > served[16][0] - 0.1, rows
+    series = read_series(run_dir)
+    dropped = series[(series["metric"] == "dropped") & (series["sensor"] == "bad")]
+    assert len(dropped) == 7 and not (series[series["metric"] == "wattserve_power_watts"]["value"] == float("inf")).any()
+    assert {x["reason"].split(" ")[0] for x in dropped["labels"]} >= {"unparsable", "non-finite", "counter"}
+
+    # the energy says so: a window over the dropped samples is incomplete (its value, from the counter's
+    # good samples around them, is still right); one after the restart with nothing dropped is complete
+    mine = series[series["sensor"] == "bad"]
+    over = window_energy(mine, served[7][0], served[11][0])["cpu"]
+    assert not over.complete and "dropped" in over.note, over
+    assert over.joules == pytest.approx(50 * (served[11][0] - served[7][0]), rel=0.1)
+    clean = window_energy(mine, served[17][0] + 0.05, served[21][0] - 0.05)["cpu"]
+    assert clean.complete, clean
+    assert clean.joules == pytest.approx(50 * (served[21][0] - served[17][0] - 0.1), rel=0.1)
+
+
+def test_a_counter_drop_is_a_restart_only_when_it_is_one(tmp_path):
+    """Without a start time (dcgm-exporter) a one-sample drop to 0 is a glitch (dropped) and a drop that
+    goes on is a restart (its first samples dropped); with one, the start time decides."""
+    from tests.exporters.fakes import FaultyExporter
+
+    blind = FaultyExporter(50.0, {4: "zero", 8: "restart"}, start_time=False)
+    try:
+        run_dir, sensors = _run_faulty(tmp_path, {"blind": blind}, 14)
+    finally:
+        blind.close()
+    assert sensors["blind"]["dropped_samples"] == 1 + 2, sensors["blind"]
+    values = [v for _, v in _energy_rows(run_dir, "blind")]
+    drops = [i for i in range(1, len(values)) if values[i] < values[i - 1]]
+    assert len(drops) == 1 and 0 < values[drops[0]] < 50 * 1.0, values  # the restart, near 0
+
+
+def test_the_power_bound_is_configurable(tmp_path):
+    """A 50 W counter under a 40 W bound: every rise is implausible, so the energy is missing (a gap), never
+    a number made of the samples that passed."""
+    from tests.exporters.fakes import FaultyExporter
+
+    fake = FaultyExporter(50.0)
+    try:
+        run_dir, sensors = _run_faulty(tmp_path, {"x": fake}, 12, max_device_watts=40)
+    finally:
+        fake.close()
+    assert sensors["x"]["dropped_samples"] >= 10 and "40 W" in sensors["x"]["dropped_reason"]
+    series = read_series(run_dir)
+    t = series["t"]
+    assert window_energy(series, t.min() + 0.5, t.max() - 0.2)["cpu"].joules is None
+    with pytest.raises(ValueError):
+        Sampler({}, max_device_watts=0)
