@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import provenance as P
+from analysis import selection as S
 from analysis import tables as T
+from analysis.catalog import RUN_COLUMNS
 from analysis.progress import say
 
 DESCRIPTION = """\
@@ -18,7 +21,13 @@ Analyse wattserve runs: per-run table, medians, the study's aggregated tables, s
 configurations, statistical tests, figures and a report (report.md / report.html).
 
 Reads every run folder under RESULTS whose run.json has status "complete" (others are listed in the
-report as left out), or a CSV table of runs measured elsewhere (--table), or both together.
+report as left out), or a CSV table of runs measured elsewhere (--table), or both together; then takes
+the runs that --study/--model/--config/--runs select (all when none is given) and prints what it took.
+
+Energy is labelled measured or estimated (no RAPL: an estimate) in every table, sentence and figure;
+a median, mean, saving or test that would mix measured and estimated energy is refused, with the
+reason. Configurations are compared over the models they all share (complete blocks); the report
+lists the models left out of each comparison.
 """
 
 EPILOG = """\
@@ -34,8 +43,16 @@ outputs (in OUT, default RESULTS/report/):
 a --table CSV needs columns model, config and variables named as in runs.csv (energy_global_j,
 time_s, ...); size_category (else looked up from the model), rep and output_match_rate are optional.
 
+selection (comma lists; a value that matches no run, or filters that match nothing together, exit 2
+and list what exists):
+  --study NAMES    run.json study.name (runs.csv study)
+  --model NAMES    registry names, aliases or Hugging Face ids (runs.csv model)
+  --config NAMES   <engine>-<provider> (runs.csv config)
+  --runs IDS       run ids (runs.csv run_id; a run folder's name)
+
 examples:
   python -m analysis --results results
+  python -m analysis --results results --model phi2,tinyllama --config torch-cpu,onnx-cpu
   python -m analysis --table analysis/data/study_medians.csv --out /tmp/study-report
   python -m analysis --results results --timeseries 20261126T101500Z-onnx-cpu-tiny-r1
 """
@@ -52,6 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="where to write (default: RESULTS/report/, or <table>-report/ next to the table)")
     ap.add_argument("--timeseries", metavar="RUN_ID",
                     help="run whose power time series is plotted (default: the first complete run)")
+    ap.add_argument("--study", metavar="NAMES", help="only runs of these studies (comma list)")
+    ap.add_argument("--model", metavar="NAMES", help="only runs of these models (comma list)")
+    ap.add_argument("--config", metavar="NAMES", help="only runs of these configurations (comma list)")
+    ap.add_argument("--runs", metavar="IDS", help="only these run ids (comma list)")
     ap.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     ap.add_argument("--jobs", type=int, default=None,
                     help="processes for reading run folders and for the tests (default: number of CPUs)")
@@ -62,6 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("give --results DIR (run folders) and/or --table CSV")
     if args.results is not None and not args.results.is_dir():
         ap.error(f"--results {args.results}: not a folder")
+    for opt in ("study", "model", "config", "runs"):
+        if getattr(args, opt) is not None and not S.parse_list(getattr(args, opt)):
+            ap.error(f"--{opt}: give at least one name (a comma list)")
     if not 0 < args.alpha < 1:
         ap.error("--alpha must be between 0 and 1")
     if args.out is None:
@@ -108,18 +132,33 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         notes["table_warnings"] = table.attrs.get("warnings", [])
+        notes["table_columns"] = table.attrs.get("columns", [])
         for w in notes["table_warnings"]:
             say(f"warning: --table: {w}", args.quiet)
         frames.append(table)
         sources.append(str(args.table))
     frames = [f for f in frames if len(f)]
-    if not frames:
+    runs = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (
+        frames[0] if frames else pd.DataFrame(columns=list(RUN_COLUMNS)))
+    sel = S.Selection(study=S.parse_list(args.study), model=S.parse_list(args.model),
+                      config=S.parse_list(args.config), run_id=S.parse_list(args.runs))
+    try:
+        runs, left_out, counts = S.apply(runs, left_out, sel)
+    except S.SelectionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    took = S.took_line(runs, left_out, counts)
+    print(took + (f" [{sel.describe()}]" if sel.active() else ""))
+    if not len(runs):
         print(f"error: nothing to analyse: no complete run under {args.results}"
+              + (f" matching {sel.describe()}" if sel.active() else "")
               + (f" ({len(left_out)} run folder(s) left out: "
                  + ", ".join(f"{lo.run_id} [{lo.status}]" for lo in left_out[:10]) + ")" if left_out else ""),
               file=sys.stderr)
         return 1
-    runs = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    taken = set(runs["run_id"].astype(str))
+    folders = {r: f for r, f in folders.items() if r in taken}
+    runs = P.mark_negative(runs)  # energy above idle below zero is flagged in runs.csv and every table
     written = [_csv(runs, out / "runs.csv")]  # first, so a later failure still leaves the per-run table
 
     say("computing tables ...", args.quiet)
@@ -151,7 +190,8 @@ def main(argv=None) -> int:
 
     doc = R.build(runs, med, agg, sav, stats, left_out, notes, figures, ts_rel, source=", ".join(sources),
                   alpha=args.alpha, table_input=args.table is not None,
-                  table_only=args.results is None)
+                  table_only=args.results is None,
+                  selection=took + (f" (filters: `{sel.describe()}`)" if sel.active() else ""))
     written += list(R.write(doc, out))
     stage("report")
     print(f"analysed {len(runs)} run(s) ({len(left_out)} left out) in {time.monotonic() - t_start:.1f} s ("

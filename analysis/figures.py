@@ -1,6 +1,13 @@
 """Figures (PNG, matplotlib Agg): box plots of each dependent variable by size category and
 configuration with one colour per model (the study's Figures 3-5), and the power time series of one
-run with its protocol phases shaded."""
+run with its protocol phases shaded.
+
+Energy figures say whether they are measured or estimated: the title and y label name the provenance,
+boxes of estimated energy are hatched (and a mixed group - measured and estimated runs - is cross
+hatched and labelled refused) with a legend entry saying so. Every figure's title, axis labels and
+legend texts are written to ``figures.json`` beside the PNGs (read from the matplotlib objects just
+before saving), so what a figure says can be checked without looking at it.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +25,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from loadgen.runfolder import read_series
+from loadgen.runfolder import read_series  # noqa: E402
+from analysis import provenance as P  # noqa: E402
 from analysis.catalog import (DEPENDENT_VARIABLES, SIZE_CATEGORIES, config_sort_key,  # noqa: E402
                               model_sort_key)
 
@@ -35,24 +43,59 @@ def model_colours(models) -> dict[str, tuple]:
     return {m: cmap(i % cmap.N) for i, m in enumerate(ordered)}
 
 
+SIDECAR = "figures.json"
+
+
+def figure_texts(fig) -> dict:
+    """The words a figure shows: suptitle, axes titles and labels, legend entries."""
+    sup = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return {
+        "suptitle": sup,
+        "titles": [ax.get_title() for ax in fig.axes if ax.get_title()],
+        "ylabels": [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()],
+        "xlabels": [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()],
+        "legend": [t.get_text() for lg in legends for t in lg.get_texts()],
+    }
+
+
+def record_texts(out_dir: Path, texts: dict[str, dict]) -> Path:
+    """Merge ``{png name: texts}`` into the sidecar ``figures.json``."""
+    path = Path(out_dir) / SIDECAR
+    try:
+        have = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        have = {}
+    have.update(texts)
+    path.write_text(json.dumps(have, indent=1, sort_keys=True))
+    return path
+
+
 def box_plots(runs: pd.DataFrame, out_dir: Path, variables=None, jobs: int | None = 1) -> list[tuple[str, Path]]:
     """One PNG per dependent variable with data; returns (variable, path) pairs. ``jobs`` > 1 draws
-    them in parallel processes."""
+    them in parallel processes. Their texts go to ``figures.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [v for v in (variables or DEPENDENT_VARIABLES)
             if v in runs and pd.to_numeric(runs[v], errors="coerce").notna().any()]
-    cols = ["model", "size_category", "config", *todo]
+    if any(P.is_energy(v) and P.provenance_column(v) not in runs for v in todo):
+        runs = P.with_provenance(runs)
+    cols = ["model", "size_category", "config", *todo,
+            *[P.provenance_column(v) for v in todo if P.provenance_column(v) in runs]]
     data = runs[cols]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     if jobs == 1:
-        paths = [_box_plot(data, v, out_dir) for v in todo]
+        done = [_box_plot(data, v, out_dir) for v in todo]
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            paths = list(pool.map(_box_plot, [data] * len(todo), todo, [out_dir] * len(todo)))
-    return list(zip(todo, paths))
+            done = list(pool.map(_box_plot, [data] * len(todo), todo, [out_dir] * len(todo)))
+    record_texts(out_dir, {p.name: t for p, t in done})
+    return list(zip(todo, [p for p, _ in done]))
 
 
-def _box_plot(runs: pd.DataFrame, var: str, out_dir: Path) -> Path:
+HATCH = {P.ESTIMATED: "///", P.MIXED: "xx"}
+
+
+def _box_plot(runs: pd.DataFrame, var: str, out_dir: Path) -> tuple[Path, dict]:
     colours = model_colours(runs["model"].dropna().unique())
     cats = sorted(runs["size_category"].dropna().unique()) or [np.nan]
     if runs["size_category"].isna().any() and cats != [np.nan]:
@@ -61,6 +104,11 @@ def _box_plot(runs: pd.DataFrame, var: str, out_dir: Path) -> Path:
     data = runs.assign(_y=y).dropna(subset=["_y"])
     configs = sorted(data["config"].unique(), key=config_sort_key)
     all_models = sorted(data["model"].unique(), key=model_sort_key)
+    pcol = P.provenance_column(var)
+    prov = {}
+    if P.is_energy(var) and pcol in data:
+        prov = {k: P.combine(g) for k, g in data.groupby(["model", "config"])[pcol]}
+    kinds = set(prov.values()) - {P.MISSING}
     fig, axes = plt.subplots(1, len(cats), figsize=(max(5.0, 1.2 * len(configs)) * len(cats) / 1.6, 5.2),
                              squeeze=False, layout="constrained")
     for ax, cat in zip(axes[0], cats):
@@ -69,20 +117,23 @@ def _box_plot(runs: pd.DataFrame, var: str, out_dir: Path) -> Path:
         width = 0.8 / max(1, len(models))
         for j, model in enumerate(models):
             mine = sub[sub["model"] == model]
-            vals, pos = [], []
+            vals, pos, hatches = [], [], []
             for i, cfg in enumerate(configs):
                 v = mine.loc[mine["config"] == cfg, "_y"].to_numpy()
                 if len(v):
                     vals.append(v)
                     pos.append(i - 0.4 + width * (j + 0.5))
+                    hatches.append(HATCH.get(prov.get((model, cfg)), ""))
             if not vals:
                 continue
             bp = ax.boxplot(vals, positions=pos, widths=width * 0.85, patch_artist=True, showfliers=True,
                             manage_ticks=False, medianprops={"color": "black", "linewidth": 1},
                             flierprops={"markersize": 3})
-            for patch in bp["boxes"]:
+            for patch, hatch in zip(bp["boxes"], hatches):
                 patch.set_facecolor(colours[model])
                 patch.set_alpha(0.85)
+                if hatch:
+                    patch.set_hatch(hatch)
             for p, v in zip(pos, vals):
                 if len(v) < 5:  # a box of one or two points is a line: show the points
                     ax.plot([p] * len(v), v, "o", color=colours[model], markersize=3,
@@ -93,15 +144,30 @@ def _box_plot(runs: pd.DataFrame, var: str, out_dir: Path) -> Path:
         title = "unknown size" if pd.isna(cat) else f"Size category {int(cat)} ({SIZE_CATEGORIES.get(int(cat), '')})"
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(DEPENDENT_VARIABLES.get(var, var))
-    fig.suptitle(f"{DEPENDENT_VARIABLES.get(var, var)} by configuration (box = repetitions of one model)",
-                 fontsize=10)
-    fig.legend(handles=[Patch(facecolor=colours[m], label=m) for m in all_models], fontsize=7,
-               loc="outside lower center", ncol=min(6, len(all_models)), frameon=False)
+    name = DEPENDENT_VARIABLES.get(var, var)
+    if kinds == {P.MEASURED}:
+        said, ylab = " - measured", f"{name}, measured"
+    elif kinds == {P.ESTIMATED}:
+        said, ylab = " - ESTIMATED energy (no meter: a model, not a measurement)", f"{name}, ESTIMATED"
+    elif kinds:
+        said, ylab = (" - measured and estimated (hatched = estimated; never compared)",
+                      f"{name}, measured or estimated (hatched)")
+    else:
+        said, ylab = "", name
+    axes[0][0].set_ylabel(ylab)
+    fig.suptitle(f"{name} by configuration (box = repetitions of one model){said}", fontsize=10)
+    handles = [Patch(facecolor=colours[m], label=m) for m in all_models]
+    if P.ESTIMATED in kinds:
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch=HATCH[P.ESTIMATED], label="estimated energy"))
+    if P.MIXED in kinds:
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch=HATCH[P.MIXED],
+                             label="measured + estimated runs (median refused)"))
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=min(6, len(handles)), frameon=False)
     path = out_dir / f"box_{var}.png"
+    texts = figure_texts(fig)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return path
+    return path, texts
 
 
 def _labels(value) -> dict:
@@ -177,9 +243,14 @@ def timeseries_plot(run_dir: Path, manifest: dict, out_dir: Path) -> Path | None
     if len(util):
         ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     rid = manifest.get("run_id") or run_dir.name
-    ax1.set_title(f"Run {rid}: power per source (dashed = estimated), phases shaded", fontsize=10)
+    est = [label.split(" (")[0] for label in power if "ESTIMATED" in label]
+    said = (f"ESTIMATED (not measured): {', '.join(dict.fromkeys(est))} (dashed)" if est
+            else "every source measured")
+    ax1.set_title(f"Run {rid}: power per source, {said}; phases shaded", fontsize=10)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"timeseries_{_slug(rid)}.png"
+    texts = figure_texts(fig)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    record_texts(out_dir, {path.name: texts})
     return path

@@ -1,345 +1,78 @@
 """report.md and report.html: tables, figures, a plain-words verdict per research question, caveats.
 
-The report is built once as a list of blocks and rendered twice (Markdown and self-contained HTML
-with the figures linked relatively), so the two never disagree.
+The report is built once as a list of blocks (analysis/report_doc.py) and rendered twice (Markdown and
+self-contained HTML with the figures linked relatively), so the two never disagree. The verdicts are
+in analysis/report_verdicts.py. Energy is labelled measured or estimated wherever it appears, and
+measured and estimated figures are never combined or compared: such a number is refused.
 """
 
 from __future__ import annotations
 
-import html
-import math
-import re
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from analysis.catalog import ALL_VARIABLES, DEPENDENT_VARIABLES, SIZE_CATEGORIES, config_sort_key
-from analysis.stats import EFFECT_SIZES, summarise
-from analysis.tables import FULL_MATCH, split_flags, wide
+from analysis import provenance as P
+from analysis.blocks import dedupe
+from analysis.catalog import ALL_VARIABLES, DEPENDENT_VARIABLES
+from analysis.report_doc import Doc, cat_name, fmt, pretty, render_html, render_md, write  # noqa: F401
+from analysis.report_verdicts import USAGE, energy_variable, kinds, kinds_text, prov_table, rq1, rq2, rq3, vlabel
+from analysis.tables import FULL_MATCH, split_flags
+
+POLICY = ("Measured and estimated energy are never combined or compared: a median, mean, saving, verdict or "
+          "test that would mix them is refused (left empty, with the reason), and every energy figure says "
+          "whether it is measured or estimated.")
 
 
-# ---------------------------------------------------------------- document model
-
-@dataclass
-class Doc:
-    blocks: list[tuple] = field(default_factory=list)
-
-    def h(self, level: int, text: str):
-        self.blocks.append(("h", level, text))
-
-    def p(self, text: str):
-        self.blocks.append(("p", text))
-
-    def items(self, items: list[str]):
-        if items:
-            self.blocks.append(("ul", items))
-
-    def warn(self, items: list[str], title: str):
-        if items:
-            self.blocks.append(("warn", title, items))
-
-    def table(self, df: pd.DataFrame, caption: str = ""):
-        if df is not None and len(df):
-            self.blocks.append(("table", df, caption))
-
-    def img(self, path: str, caption: str):
-        self.blocks.append(("img", path, caption))
-
-
-def _md_inline(text: str) -> str:
-    return text
-
-
-def _html_inline(text: str) -> str:
-    t = html.escape(text, quote=False)
-    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
-    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
-    return t
-
-
-def _md_cell(v) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def render_md(doc: Doc) -> str:
-    out: list[str] = []
-    for b in doc.blocks:
-        kind = b[0]
-        if kind == "h":
-            out += ["#" * b[1] + " " + b[2], ""]
-        elif kind == "p":
-            out += [b[1], ""]
-        elif kind == "ul":
-            out += [f"- {i}" for i in b[1]] + [""]
-        elif kind == "warn":
-            out += [f"> **{b[1]}**", ">"] + [f"> - {i}" for i in b[2]] + [""]
-        elif kind == "table":
-            df, cap = b[1], b[2]
-            if cap:
-                out += [f"*{cap}*", ""]
-            cols = [str(c) for c in df.columns]
-            out.append("| " + " | ".join(_md_cell(c) for c in cols) + " |")
-            out.append("|" + "|".join("---" for _ in cols) + "|")
-            for row in df.itertuples(index=False):
-                out.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
-            out.append("")
-        elif kind == "img":
-            out += [f"![{b[2]}]({b[1]})", "", f"*{b[2]}*", ""]
-    return "\n".join(out).rstrip() + "\n"
-
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}
-table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:.88em}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
-.warn{border:2px solid #d9822b;background:#fff4e5;padding:.6em 1em;margin:1em 0;border-radius:4px}
-.warn h3{margin:.2em 0 .4em;color:#a24d00}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.88em;color:#555}
-caption{caption-side:top;text-align:left;font-style:italic;color:#555;padding-bottom:.3em}
-code{background:#f4f4f4;padding:0 .2em}
-"""
-
-
-def render_html(doc: Doc, title: str) -> str:
-    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           f"<style>{CSS}</style></head><body>"]
-    for b in doc.blocks:
-        kind = b[0]
-        if kind == "h":
-            out.append(f"<h{b[1]}>{_html_inline(b[2])}</h{b[1]}>")
-        elif kind == "p":
-            out.append(f"<p>{_html_inline(b[1])}</p>")
-        elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b[1]) + "</ul>")
-        elif kind == "warn":
-            out.append(f"<div class='warn'><h3>{_html_inline(b[1])}</h3><ul>"
-                       + "".join(f"<li>{_html_inline(i)}</li>" for i in b[2]) + "</ul></div>")
-        elif kind == "table":
-            df, cap = b[1], b[2]
-            rows = ["<table>"]
-            if cap:
-                rows.append(f"<caption>{html.escape(cap)}</caption>")
-            rows.append("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns) + "</tr>")
-            for row in df.itertuples(index=False):
-                rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
-            rows.append("</table>")
-            out.append("".join(rows))
-        elif kind == "img":
-            out.append(f"<figure><img src='{html.escape(b[1])}' alt='{html.escape(b[2])}'>"
-                       f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
-# ---------------------------------------------------------------- formatting
-
-def fmt(v, var: str = "") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return ""
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, str):
-        return v
-    v = float(v)
-    if var in ("output_match_rate", "idle_share"):
-        return f"{100 * v:.1f} %"
-    if var.endswith("_pct") or var.endswith("pct"):
-        return f"{v:.1f}"
-    if var.endswith("_j") or var.endswith("_w"):
-        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
-    if var.endswith("_s"):
-        return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
-    if var.startswith("p_value") or var == "p":
-        return f"{v:.3g}"
-    if float(v).is_integer() and abs(v) < 1e15:
-        return f"{int(v)}"
-    return f"{v:.3g}"
-
-
-def pretty(df: pd.DataFrame, var_of=None) -> pd.DataFrame:
-    """Format every cell; ``var_of(column)`` says which variable's format a column takes."""
-    out = df.copy()
-    for c in out.columns:
-        var = var_of(c) if var_of else c
-        out[c] = [fmt(v, var) for v in out[c]]
-    return out
-
-
-def cat_name(cat) -> str:
-    if cat is None or (isinstance(cat, float) and math.isnan(cat)):
-        return "unknown size"
-    return f"category {int(cat)} ({SIZE_CATEGORIES.get(int(cat), '?')})"
-
-
-def _wide_table(frame: pd.DataFrame, index: list[str], var: str) -> pd.DataFrame:
-    w = wide(frame, index, var)
-    if w.empty:
-        return w
-    w = w.reset_index()
-    if "size_category" in w:
-        w["size_category"] = [("?" if pd.isna(c) else str(int(c))) for c in w["size_category"]]
-    idx = [c for c in index]
-    return pd.concat([w[idx], pretty(w.drop(columns=idx), lambda c: var)], axis=1)
-
-
-# ---------------------------------------------------------------- verdicts
-
-def energy_variable(agg: pd.DataFrame) -> str | None:
-    for var in ("energy_global_j", "energy_wall_j", "energy_cpu_j"):
-        if var in agg and pd.to_numeric(agg[var], errors="coerce").notna().any():
-            return var
-    return None
-
-
-def _best(sub: pd.DataFrame, var: str) -> tuple[str, float] | None:
-    s = pd.to_numeric(sub.set_index("config")[var], errors="coerce").dropna()
-    if s.empty:
-        return None
-    return s.idxmin(), float(s.min())
-
-
-def rq1(doc: Doc, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar: str | None):
-    doc.h(2, "RQ1 - Which engine and provider needs the least energy and time?")
-    if evar is None:
-        doc.p("No energy was measured in any run, so only time can be compared.")
-    label = {"energy_global_j": "global energy (CPU + GPU)", "energy_wall_j": "wall energy",
-             "energy_cpu_j": "CPU energy"}.get(evar or "", "")
-    items = []
-    for cat, sub in agg.groupby("size_category", dropna=False, sort=True):
-        parts = []
-        for var, what in ((evar, label), ("time_s", "time")):
-            if var is None or var not in sub:
-                continue
-            best = _best(sub, var)
-            if best is None:
-                continue
-            cfg, val = best
-            unit = "J" if var.endswith("_j") else "s"
-            text = f"**{cfg}** needed the least {what} (mean of model medians {fmt(val, var)} {unit})"
-            ref = sav[(sav["level"] == "category") & (sav["variable"] == var) & (sav["config"] == cfg)
-                      & (sav["baseline"] == "torch-cpu") & _same_cat(sav, cat)]
-            if len(ref):
-                text += f", {fmt(ref['saving_pct'].iloc[0], 'pct')} % less than torch-cpu"
-            best_flags = str(sub.loc[sub["config"] == cfg, "flags"].iloc[0] or "")
-            if "output_match" in best_flags:
-                text += " (but its outputs differ from the torch reference for some models: see the flags)"
-            cpu = sub[sub["config"].str.endswith("-cpu")]
-            cpu_best = _best(cpu, var) if len(cpu) else None
-            if cpu_best and cpu_best[0] != cfg:
-                text += f"; among CPU-only configurations {cpu_best[0]} ({fmt(cpu_best[1], var)})"
-            parts.append(text)
-        n = int(sub["n_models"].max()) if "n_models" in sub else 0
-        if parts:
-            items.append(f"Size {cat_name(cat)}, {n} model(s): " + "; ".join(parts) + ".")
-    doc.items(items)
-    if evar:
-        wins = []
-        for model, sub in med.groupby("model", sort=False):
-            b = _best(sub, evar)
-            if b:
-                wins.append(b[0])
-        if wins:
-            counts = pd.Series(wins).value_counts()
-            doc.p("Per model, the configuration with the lowest median " + label + ": "
-                  + ", ".join(f"{c} for {k} of {len(wins)} models" for c, k in counts.items()) + ".")
-        doc.table(_wide_table(agg, ["size_category"], evar),
-                  f"Mean of median {label} [J] per size category and configuration (the study's Table 4/5 layout)")
-    doc.table(_wide_table(agg, ["size_category"], "time_s"),
-              "Mean of median inference time [s] per size category and configuration")
-    if len(sav):
-        vs = sav[(sav["level"] == "category") & (sav["baseline"] == "torch-cpu")
-                 & sav["variable"].isin([v for v in (evar, "time_s") if v])]
-        if len(vs):
-            t = vs.pivot_table(index=["size_category", "config"], columns="variable", values="saving_pct",
-                               aggfunc="first").reset_index()
-            t = t.sort_values(["size_category", "config"],
-                              key=lambda s: s.map(config_sort_key) if s.name == "config" else s)
-            t["size_category"] = [("?" if pd.isna(c) else str(int(c))) for c in t["size_category"]]
-            t.columns.name = None
-            t = t.rename(columns={evar: f"energy saving vs torch-cpu [%] ({evar})",
-                                  "time_s": "time saving vs torch-cpu [%]"})
-            doc.table(pretty(t, lambda c: "pct" if "saving" in c else c),
-                      "Savings against torch-cpu (positive = less than torch-cpu); all pairs in savings.csv")
-
-
-def _same_cat(frame: pd.DataFrame, cat) -> pd.Series:
-    return frame["size_category"].isna() if pd.isna(cat) else frame["size_category"] == cat
-
-
-USAGE = ("cpu_usage_pct", "ram_usage_pct", "gpu_usage_pct", "gpu_mem_util_pct", "gpu_mem_used_pct")
-
-
-def rq2(doc: Doc, med: pd.DataFrame):
-    doc.h(2, "RQ2 - How much CPU, RAM and GPU does each configuration use?")
-    present = [v for v in USAGE if v in med and pd.to_numeric(med[v], errors="coerce").notna().any()]
-    if not present:
-        doc.p("No CPU, RAM or GPU utilization was recorded.")
-        return
-    by_cfg = med.groupby("config")[present].mean()
-    by_cfg = by_cfg.loc[sorted(by_cfg.index, key=config_sort_key)]
-    items = []
-    names = {"cpu_usage_pct": "CPU usage", "ram_usage_pct": "RAM usage", "gpu_usage_pct": "GPU usage",
-             "gpu_mem_util_pct": "GPU memory utilization", "gpu_mem_used_pct": "GPU memory used"}
-    for v in present:
-        s = by_cfg[v].dropna()
-        if s.empty:
+def provenance_summary(runs: pd.DataFrame) -> str:
+    """'Global energy: measured in 3, estimated in 5 of 8 runs.' for the intro."""
+    out = []
+    for var in ("energy_global_j", "energy_wall_j"):
+        if var not in runs or not pd.to_numeric(runs[var], errors="coerce").notna().any():
             continue
-        hi, lo = s.idxmax(), s.idxmin()
-        if np.isclose(s[hi], s[lo], rtol=1e-6, atol=1e-9):
-            items.append(f"{names[v]}: the same for every configuration ({fmt(s[hi], v)} %).")
-            continue
-        items.append(f"{names[v]}: highest with **{hi}** ({fmt(s[hi], v)} %), "
-                     f"lowest with **{lo}** ({fmt(s[lo], v)} %), "
-                     f"mean over models of the per-model medians.")
-    missing = [names[v] for v in USAGE if v not in present]
-    if missing:
-        items.append("Not recorded: " + ", ".join(missing) + ".")
-    doc.items(items)
-    t = by_cfg.reset_index()
-    t = pd.concat([t[["config"]], pretty(t[present], lambda c: c)], axis=1)
-    t = t.rename(columns={v: names[v] + " [%]" for v in present})
-    doc.table(t, "Resource use per configuration (mean over models of the median over repetitions)")
-
-
-def rq3(doc: Doc, stats: pd.DataFrame, alpha: float):
-    doc.h(2, "RQ3 - Are the differences statistically significant?")
-    if stats is None or stats.empty:
-        doc.p("No tests were run (no variable had data).")
-        return
-    summ = summarise(stats, alpha)
-    items = []
-    for r in summ.itertuples(index=False):
-        name = DEPENDENT_VARIABLES.get(r.variable, r.variable)
-        if r.models_tested == 0:
-            items.append(f"{name}: not tested for any model ({r.not_tested_reason}).")
-            continue
-        text = (f"{name}: the configurations differ significantly (p <= {alpha}) for **{r.significant_models} of "
-                f"{r.models_tested}** tested models (Welch ANOVA for {r.welch_anova}, Kruskal-Wallis for {r.kruskal})")
-        if r.pairs_compared:
-            text += f"; in those models {r.significant_pairs} of {r.pairs_compared} configuration pairs differ"
-        if r.models_not_tested:
-            text += f"; {r.models_not_tested} model(s) not tested ({r.not_tested_reason})"
-        items.append(text + ".")
-    doc.items(items)
-    doc.p("Which test: Shapiro-Wilk per configuration; if every configuration looks normal (p > "
-          f"{alpha}) Welch's ANOVA and Games-Howell pairs, otherwise Kruskal-Wallis and Dunn pairs with Holm "
-          "adjustment. Effect sizes: " + "; ".join(f"{k}: {v}" for k, v in EFFECT_SIZES.items())
-          + ". Every test, with its reason, is in stats.csv.")
-    t = summ.copy()
-    for c in ("median_effect_size_welch_np2", "median_effect_size_kruskal_e2"):
-        t[c] = [fmt(v) for v in t[c]]
-    doc.table(t, "Summary of the tests per variable")
+        counts = P.run_provenance(runs, var).value_counts()
+        parts = [f"{k} in {counts[k]}" for k in (P.MEASURED, P.ESTIMATED, P.MISSING) if counts.get(k, 0)]
+        out.append(f"{ALL_VARIABLES[var].split(' [')[0]}: " + ", ".join(parts) + f" of {len(runs)} runs.")
+    return " ".join(out)
 
 
 # ---------------------------------------------------------------- caveats
 
+def refusals(med, agg, sav, stats) -> list[str]:
+    """What was refused for mixing measured and estimated energy, in words."""
+    out = []
+    pcols = [c for c in med.columns if c.endswith("_provenance")]
+    mixed_med = [(m, c, col[:-len("_provenance")]) for col in pcols
+                 for m, c in zip(med.loc[med[col] == P.MIXED, "model"], med.loc[med[col] == P.MIXED, "config"])]
+    if mixed_med:
+        out.append(f"{len(mixed_med)} median(s) over repetitions of both kinds ("
+                   + ", ".join(f"{m} {c} {v}" for m, c, v in mixed_med[:6]) + (" ..." if len(mixed_med) > 6 else "")
+                   + ")")
+    apcols = [c for c in agg.columns if c.endswith("_provenance")]
+    mixed_agg: dict[tuple, list[str]] = {}
+    for col in apcols:
+        for cat, c in zip(agg.loc[agg[col] == P.MIXED, "size_category"], agg.loc[agg[col] == P.MIXED, "config"]):
+            mixed_agg.setdefault((cat_name(cat), c), []).append(col[:-len("_provenance")])
+    if mixed_agg:
+        out.append(f"{sum(map(len, mixed_agg.values()))} mean(s) of medians mixing both kinds ("
+                   + "; ".join(f"size {k[0]} {k[1]}: {', '.join(v)}" for k, v in list(mixed_agg.items())[:6])
+                   + (" ..." if len(mixed_agg) > 6 else "") + ")")
+    if sav is not None and len(sav) and "refused" in sav:
+        n = int(sav["refused"].fillna("").str.startswith("compares").sum())
+        if n:
+            out.append(f"{n} saving(s) between a measured and an estimated figure (savings.csv `refused`)")
+    if stats is not None and len(stats):
+        r = stats[stats["test"] == "refused"]
+        if len(r):
+            out.append(f"{len(r)} significance test(s) between measured and estimated energy ("
+                       + ", ".join(f"{m} {v}" for m, v in zip(r["model"][:6], r["variable"][:6]))
+                       + (" ..." if len(r) > 6 else "") + "; stats.csv rows `refused`)")
+    return out
+
+
 def caveats(runs: pd.DataFrame, med: pd.DataFrame, stats: pd.DataFrame, left_out, notes: dict,
-            table_input: bool) -> tuple[list[str], list[str]]:
+            table_input: bool, agg: pd.DataFrame | None = None,
+            sav: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
     """(prominent warnings about the numbers themselves, other caveats)."""
     loud, other = [], []
     from_folders = runs[~runs["run_id"].astype(str).str.contains(":", regex=False)] if "run_id" in runs else runs
@@ -358,7 +91,8 @@ def caveats(runs: pd.DataFrame, med: pd.DataFrame, stats: pd.DataFrame, left_out
                 loud.append(f"**{dom.upper()} energy is ESTIMATED, not measured**, "
                             f"in {int(est.sum())} of {len(runs)} runs "
                             f"(source: {', '.join(srcs)}). Those joules come from a model (e.g. TDP x utilization), "
-                            "not from a meter: read them as a proxy, and do not compare them with measured numbers.")
+                            "not from a meter: read them as a proxy; every figure built from them (global energy, "
+                            "energy per token, energy above idle, savings, tests) is labelled estimated too.")
     if "flags" in runs:
         inc = runs["flags"].map(lambda f: [x for x in split_flags(f) if x.startswith(("incomplete:", "missing:"))])
         n = int(inc.map(bool).sum())
@@ -368,12 +102,34 @@ def caveats(runs: pd.DataFrame, med: pd.DataFrame, stats: pd.DataFrame, left_out
                         "those energies are partial or missing.")
         cpu_only = runs["flags"].map(lambda f: "global=cpu-only" in split_flags(f))
         if cpu_only.any():
+            ks = set(P.run_provenance(runs[cpu_only], "energy_global_j")) - {P.MISSING} \
+                if "energy_global_j" in runs else set()
             other.append(f"{int(cpu_only.sum())} run(s) had no GPU to measure (run.json lists no GPU on the host, "
-                         "or lists none and no GPU sensor ran): their global energy is CPU energy alone.")
+                         "or lists none and no GPU sensor ran): their global energy"
+                         + (f" ({kinds_text(ks)})" if ks else "") + " is CPU energy alone.")
         failed = runs["flags"].map(lambda f: any(x.startswith("failed_requests") for x in split_flags(f)))
         if failed.any():
             loud.append(f"{int(failed.sum())} run(s) had failed requests (see the flags column): their per-request "
                         "numbers cover the answered requests only.")
+    neg = P.negative_above_idle(runs)
+    if len(neg):
+        doms = sorted({d for ds in neg["domains"] for d in ds.split(",")})
+        ks = set()
+        for d in doms:
+            var = "dynamic_energy_global_j" if d == "global" else f"dynamic_energy_{d}_j"
+            if var in runs:
+                ks |= set(P.run_provenance(runs[runs["run_id"].isin(neg["run_id"])], var)) - {P.MISSING}
+        loud.append(f"**Energy above idle is negative** ({kinds_text(ks) or 'provenance unknown'}) in {len(neg)} "
+                    f"run(s) ({', '.join(doms)}): "
+                    + ", ".join(f"{r.run_id} ({r.domains})" for r in neg.head(10).itertuples(index=False))
+                    + (" ..." if len(neg) > 10 else "")
+                    + ". The idle power exceeds the power during inference there (a drifting or estimated sensor, "
+                      "or idle windows unlike the inference's surroundings): those idle-subtracted figures are "
+                      "flagged `negative_above_idle` in every table and no saving is computed from them.")
+    refused = refusals(med, agg, sav, stats)
+    if refused:
+        loud.append("**Measured and estimated energy are both present** and were not mixed: refused "
+                    + "; ".join(refused) + ".")
     mism = med[pd.to_numeric(med["output_match_rate"], errors="coerce") < FULL_MATCH]
     if len(mism):
         loud.append("Outputs differ from the torch reference (same provider) for: "
@@ -398,6 +154,10 @@ def caveats(runs: pd.DataFrame, med: pd.DataFrame, stats: pd.DataFrame, left_out
         other.append(f"{len(notes['warnings'])} warning(s) during the analysis; first: {notes['warnings'][0]}")
     for w in notes.get("table_warnings", []):
         other.append(f"Table input: {w}.")
+    if table_input and not any(f"energy_{d}_estimated" in c for c in notes.get("table_columns", [])
+                               for d in ("cpu", "gpu", "wall", "dram", "global")):
+        other.append("The --table input says nothing about estimated energy (no energy_*_estimated column): its "
+                     "energy is taken as measured.")
     if table_input:
         other.append("Some or all rows come from a table given with --table: its numbers are taken as given "
                       "(their measurement protocol - e.g. whether model loading was counted - is not known here).")
@@ -408,57 +168,75 @@ def caveats(runs: pd.DataFrame, med: pd.DataFrame, stats: pd.DataFrame, left_out
 
 def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, stats: pd.DataFrame,
           left_out: list, notes: dict, figures: list[tuple[str, str]], timeseries: str | None,
-          source: str, alpha: float = 0.05, table_input: bool = False, table_only: bool = False) -> Doc:
+          source: str, alpha: float = 0.05, table_input: bool = False, table_only: bool = False,
+          selection: str = "") -> Doc:
     doc = Doc()
+    runs = P.with_provenance(runs)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    doc.h(1, "wattserve - energy and time of serving code language models")
+    ek = set().union(*(kinds(runs, v) for v in ("energy_global_j", "energy_wall_j", "energy_cpu_j")))
+    doc.h(1, "wattserve - energy" + (f" ({kinds_text(ek)})" if ek else "") + " and time of serving code language models")
     n_models, n_cfg = runs["model"].nunique(), runs["config"].nunique()
     reps = med["n_runs"] if len(med) else pd.Series([0])
     doc.p(f"Analysed **{len(runs)} runs** ({n_models} models x {n_cfg} configurations, {int(reps.min())}-"
           f"{int(reps.max())} repetitions each) from `{source}`, on {now}. "
           f"{len(left_out)} run folder(s) were left out because they did not complete.")
+    if selection:
+        doc.p(f"Selection: {selection}")
     doc.p("A configuration is a runtime engine paired with an execution provider (torch-cpu, onnx-cuda, ...). "
           "Each run replays the same prompts once"
           + ("; numbers measured from run folders cover the inference phase only (model loading and idle windows "
              "are outside it)" if not table_only else "; the numbers come from a table and are taken as given")
           + ". Global energy = CPU + GPU energy, as in the study; wall energy (the whole machine at the socket) "
-          "is reported separately where a wall meter was present.")
-    loud, other = caveats(runs, med, stats, left_out, notes, table_input)
+          "is reported separately where a wall meter was present. " + provenance_summary(runs) + " " + POLICY
+          + " Configurations are compared over the models they all share (a complete block); the models left out "
+          "of each comparison are listed below.")
+    loud, other = caveats(runs, med, stats, left_out, notes, table_input, agg=agg, sav=sav)
     doc.warn(loud, "Read this first")
     if other:
         doc.h(3, "Other caveats")
         doc.items(other)
 
+    def caption(var, what):
+        return f"{vlabel(var, kinds(runs, var))}: {what}"
+
     evar = energy_variable(agg)
-    rq1(doc, med, agg, sav, evar)
+    block_notes = rq1(doc, med, agg, sav, evar)
     for var, path in figures:
         if var in (evar, "time_s"):
-            doc.img(path, f"{DEPENDENT_VARIABLES.get(var, var)}: one box per model (colour) and configuration, "
-                          "over repetitions, by size category")
-    rq2(doc, med)
+            doc.img(path, caption(var, "one box per model (colour) and configuration, over repetitions, by size "
+                                       "category (hatched boxes: estimated energy)" if P.is_energy(var) else
+                                  "one box per model (colour) and configuration, over repetitions, by size category"))
+    block_notes += rq2(doc, med)
     for var, path in figures:
         if var in USAGE:
-            doc.img(path, f"{DEPENDENT_VARIABLES.get(var, var)} by size category and configuration")
-    rq3(doc, stats, alpha)
+            doc.img(path, caption(var, "by size category and configuration"))
+    block_notes += rq3(doc, stats, alpha)
+    if block_notes:
+        doc.h(2, "Left out of comparisons")
+        doc.p("Each comparison uses only the models that have every configuration it compares:")
+        doc.items(dedupe(block_notes))
 
     doc.h(2, "Per-model medians")
     for var in [v for v in ("energy_global_j", "energy_wall_j", "time_s", "energy_per_token_j") if v in med]:
-        w = _wide_table(med, ["size_category", "model"], var)
-        doc.table(w, f"Median over repetitions: {ALL_VARIABLES.get(var, var)}")
+        w, kt = prov_table(med, ["size_category", "model"], var)
+        doc.table(w, f"Median over repetitions: {ALL_VARIABLES.get(var, var)}" + (f", {kt}" if kt else "")
+                  + ("; cells marked (estimated) are estimates" if kt and kt != "measured"
+                     and kt != "estimated" else ""))
     if "output_match_rate" in med and med["output_match_rate"].notna().any():
-        doc.table(_wide_table(med, ["size_category", "model"], "output_match_rate"),
-                  "Output equivalence: share of prompts whose generated token ids equal the torch reference "
-                  "of the same provider (torch-cpu for *-cpu, torch-cuda for *-cuda)")
+        w, _ = prov_table(med, ["size_category", "model"], "output_match_rate")
+        doc.table(w, "Output equivalence: share of prompts whose generated token ids equal the torch reference "
+                     "of the same provider (torch-cpu for *-cpu, torch-cuda for *-cuda)")
     flagged = med[med["flags"].astype(str).str.len() > 0][["model", "config", "n_runs", "flags"]]
     doc.table(flagged, "Flagged model x configuration groups (flags appear in every CSV table)")
     other_figs = [(v, p) for v, p in figures if v not in (evar, "time_s") and v not in USAGE]
     if other_figs or timeseries:
         doc.h(2, "More figures")
         for var, path in other_figs:
-            doc.img(path, f"{DEPENDENT_VARIABLES.get(var, var)} by size category and configuration")
+            doc.img(path, caption(var, "by size category and configuration"
+                                  + (" (hatched boxes: estimated energy)" if P.is_energy(var) else "")))
         if timeseries:
             doc.img(timeseries, "Power per source of one run over time, protocol phases shaded "
-                                "(dashed lines are estimated sources)")
+                                "(dashed lines and sources marked ESTIMATED are estimated, not measured)")
     if left_out:
         doc.h(2, "Runs left out")
         doc.table(pd.DataFrame([{"run": lo.run_id, "status": lo.status, "reason": lo.reason} for lo in left_out]))
@@ -466,19 +244,14 @@ def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.Data
     doc.items([
         "`runs.csv` - one row per run: every variable, energy sources and whether estimated, flags "
         "(empty = not measured).",
-        "`medians.csv` - median over repetitions per model x configuration.",
-        "`aggregated.csv` - mean of the medians per size category x configuration.",
+        "`medians.csv` - median over repetitions per model x configuration; `<variable>_provenance` beside each "
+        "energy variable (measured, estimated, or mixed = refused).",
+        "`aggregated.csv` - mean of the medians per size category x configuration over the category's complete "
+        "block (`models`; `left_out`), `<variable>_provenance`, `refused`.",
         "`savings.csv` - saving_pct = (baseline - value) / baseline x 100 for every ordered pair of configurations, "
-        "per model and per size category.",
+        "per model and per size category; `provenance` (measured or estimated energy) and `refused`.",
         "`stats.csv` - one row per test: model, variable, test, group_a, group_b, statistic, p_value, effect_size, "
-        "reason, flags.",
-        "`figures/` - the PNG figures.",
+        "provenance (measured or estimated energy), in_block, reason, flags.",
+        "`figures/` - the PNG figures; `figures/figures.json` their titles and legends.",
     ])
     return doc
-
-
-def write(doc: Doc, out_dir: Path) -> tuple[Path, Path]:
-    md, htm = out_dir / "report.md", out_dir / "report.html"
-    md.write_text(render_md(doc))
-    htm.write_text(render_html(doc, "wattserve report"))
-    return md, htm

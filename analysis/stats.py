@@ -18,8 +18,17 @@ Groups with fewer than 3 runs are left out of the comparison (Shapiro-Wilk needs
 values are all equal cannot be shown normal (so Kruskal-Wallis is used). A test that cannot run
 gives a row with NaN numbers and the reason, never an exception.
 
+Energy variables carry a ``provenance``: measured or estimated (for the groups the row involves). A
+model whose configurations' energy mixes measured and estimated values (or a group that mixes them
+itself) is not tested for that variable: one ``refused`` row says which configuration is which, because
+a test between a measured and an estimated figure compares the estimate, not the configurations.
+
+``in_block``: whether the model has every configuration tested for the variable (the complete block);
+the summary across models (:func:`summarise`, the report's RQ3) counts only those models.
+
 Columns: ``model, variable, test, group_a, group_b, statistic, p_value, effect_size`` (the tidy
-result), then ``reason`` (why this test was chosen, or why it did not run) and ``flags``.
+result), then ``provenance``, ``in_block``, ``reason`` (why this test was chosen, or why it did not
+run) and ``flags``.
 """
 
 from __future__ import annotations
@@ -34,11 +43,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as ss
 
+from analysis import provenance as P
+from analysis.blocks import complete_block
 from analysis.catalog import DEPENDENT_VARIABLES, config_sort_key, model_sort_key
 from analysis.progress import progress
 
 STATS_COLUMNS = ["model", "variable", "test", "group_a", "group_b", "statistic", "p_value", "effect_size",
-                 "reason", "flags"]
+                 "provenance", "in_block", "reason", "flags"]
 MIN_RUNS = 3
 EFFECT_SIZES = {
     "welch_anova": "partial eta squared (np2)",
@@ -50,7 +61,7 @@ EFFECT_SIZES = {
 
 def _row(test, a="", b="", stat=np.nan, p=np.nan, eff=np.nan, reason="") -> dict:
     return {"test": test, "group_a": a, "group_b": b, "statistic": float(stat), "p_value": float(p),
-            "effect_size": float(eff), "reason": reason}
+            "effect_size": float(eff), "provenance": "", "reason": reason}
 
 
 def dunn_z(groups: dict[str, np.ndarray]) -> dict[tuple[str, str], float]:
@@ -167,9 +178,25 @@ def _model_rows(model: str, sub: pd.DataFrame, variables: list[str], alpha: floa
             y = pd.to_numeric(sub[var], errors="coerce")
             if y.notna().sum() == 0:
                 continue
-            groups = {c: y[sub["config"] == c].to_numpy() for c in sub["config"].unique()}
+            configs = [c for c in sub["config"].unique() if y[sub["config"] == c].notna().any()]
+            groups = {c: y[sub["config"] == c].to_numpy() for c in configs}
+            provs = {}
+            pcol = P.provenance_column(var)
+            if pcol in sub:
+                provs = {c: P.combine(sub.loc[(sub["config"] == c) & y.notna(), pcol]) for c in configs}
+            kinds = set(provs.values())
+            if provs and (len(kinds) > 1 or P.MIXED in kinds):
+                by = {k: sorted((c for c, v in provs.items() if v == k), key=config_sort_key) for k in sorted(kinds)}
+                why = "refused: compares " + " with ".join(f"{k} ({', '.join(cs)})" for k, cs in by.items()) \
+                      + " energy; not tested"
+                r = _row("refused", reason=why)
+                r.update(_configs=configs, provenance=" vs ".join(sorted(kinds)))
+                out.append({"model": model, "variable": var, **r})
+                continue
+            prov = next(iter(kinds)) if kinds else ""
             for r in compare(groups, alpha):
-                r["_configs"] = list(groups)
+                r["_configs"] = configs
+                r["provenance"] = prov
                 out.append({"model": model, "variable": var, **r})
     return out
 
@@ -182,9 +209,13 @@ def run_stats(runs: pd.DataFrame, variables=None, alpha: float = 0.05, flags: di
     involves, as ``config:flag``. ``jobs`` > 1 tests the models in parallel processes.
     """
     variables = [v for v in (variables or DEPENDENT_VARIABLES) if v in runs]
+    if any(P.is_energy(v) and P.provenance_column(v) not in runs for v in variables):
+        runs = P.with_provenance(runs)
+    pcols = [P.provenance_column(v) for v in variables if P.provenance_column(v) in runs]
     flags = flags or {}
     models = sorted(runs["model"].dropna().unique(), key=model_sort_key)
-    parts = [(m, runs.loc[runs["model"] == m, ["config", *variables]]) for m in models]
+    parts = [(m, runs.loc[runs["model"] == m, ["config", *variables, *pcols]]) for m in models]
+    blocks = {v: complete_block(runs, f"the significance counts of {v}", var=v) for v in variables}
     bar = progress(total=len(models), desc="statistics", quiet=quiet, unit="model")
     results: dict[str, list[dict]] = {}
     # statsmodels' Holm correction (inside posthoc_dunn) calls gc.collect() every time: with the objects
@@ -211,14 +242,19 @@ def run_stats(runs: pd.DataFrame, variables=None, alpha: float = 0.05, flags: di
             involved = [r["group_a"], r["group_b"]] if r["group_a"] else r["_configs"]
             r["flags"] = ";".join(f"{c}:{f}" for c in involved if c
                                   for f in str(flags.get((m, c), "") or "").split(";") if f)
+            r["in_block"] = m in blocks[r["variable"]].models
             out.append(r)
-    return pd.DataFrame(out, columns=STATS_COLUMNS)
+    df = pd.DataFrame(out, columns=STATS_COLUMNS)
+    df.attrs["blocks"] = blocks
+    return df
 
 
 def _short_reason(reason: str) -> str:
     reason = str(reason or "")
     if reason.startswith("fewer than 2 configurations"):
         return f"fewer than 2 configurations with >= {MIN_RUNS} runs"
+    if reason.startswith("refused:"):
+        return "refused: measured and estimated energy"
     if reason.startswith("all ") and "identical" in reason:
         return "all values identical"
     return reason.split(";")[0] or "not run"
@@ -226,21 +262,36 @@ def _short_reason(reason: str) -> str:
 
 def summarise(stats: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Per variable: how many models were tested, with which omnibus test, how many significant, and
-    the share of significant pairs among models whose omnibus test was significant (for the report)."""
+    the share of significant pairs among models whose omnibus test was significant (for the report).
+
+    Only models of the variable's complete block (``in_block``) are counted; ``models_left_out`` names
+    the others. ``provenance``: the energy provenance of the counted tests (measured, estimated, or
+    both kinds listed, each test being within one kind)."""
     rows = []
-    omni = stats[stats["test"].isin(["welch_anova", "kruskal"])]
-    pairs = stats[stats["test"].isin(["games_howell", "dunn"])]
-    for var, g in omni.groupby("variable", sort=False):
+    if "in_block" in stats:
+        stats = stats.assign(in_block=stats["in_block"].astype(str).str.lower().isin(["true", "1"]))
+    else:
+        stats = stats.assign(in_block=True)
+    prov_col = stats["provenance"] if "provenance" in stats else pd.Series("", index=stats.index)
+    stats = stats.assign(provenance=prov_col.fillna("").astype(str))
+    for var, g_all in stats.groupby("variable", sort=False):
+        left = sorted(set(g_all.loc[~g_all["in_block"], "model"]), key=model_sort_key)
+        g_all = g_all[g_all["in_block"]]
+        g = g_all[g_all["test"].isin(["welch_anova", "kruskal", "refused"])]
+        pairs = g_all[g_all["test"].isin(["games_howell", "dunn"])]
         ran = g[g["p_value"].notna()]
         sig = ran[ran["p_value"] <= alpha]
         sig_models = set(sig["model"])
         why = g.loc[g["p_value"].isna(), "reason"].map(_short_reason)
-        pv = pairs[(pairs["variable"] == var) & pairs["model"].isin(sig_models)]
+        pv = pairs[pairs["model"].isin(sig_models)]
+        provs = sorted({k for p in g["provenance"] if p for k in p.split(" vs ")})
         rows.append({
             "variable": var,
+            "provenance": " and ".join(provs),
             "models_tested": int(ran["model"].nunique()),
             "models_not_tested": int(g.loc[g["p_value"].isna(), "model"].nunique()),
             "not_tested_reason": "; ".join(f"{k} ({v})" for k, v in why.value_counts().items()),
+            "models_left_out": ", ".join(left),
             "welch_anova": int((ran["test"] == "welch_anova").sum()),
             "kruskal": int((ran["test"] == "kruskal").sum()),
             "significant_models": int(len(sig_models)),

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import provenance as P
+from analysis.blocks import complete_block
 from analysis.catalog import (ALL_VARIABLES, ENERGY_DOMAINS, RUN_COLUMNS, canonical_model, config_sort_key,
                               model_sort_key, size_category_for, CONFIG_RE)
 
@@ -52,7 +54,7 @@ def _group_flags(run_flags: pd.Series, match_rate: float) -> str:
         for f in split_flags(value):
             if f.startswith("output_match"):
                 continue
-            kinds.append(f.split("=", 1)[0] if f.startswith("failed_requests") else f)
+            kinds.append(f.split("=", 1)[0] if f.startswith(("failed_requests", P.NEGATIVE_PREFIX)) else f)
     return join_flags(sorted(set(kinds)) + [match_flag(match_rate)])
 
 
@@ -74,6 +76,7 @@ def load_table(path: Path) -> pd.DataFrame:
     except Exception as e:
         raise TableError(f"--table {path}: not a readable CSV ({e})") from e
     df.columns = [str(c).strip() for c in df.columns]
+    given = list(df.columns)
     missing = [c for c in ("model", "config") if c not in df]
     if missing:
         raise TableError(f"--table {path}: missing column(s) {', '.join(missing)}; a table needs model, config "
@@ -124,6 +127,7 @@ def load_table(path: Path) -> pd.DataFrame:
             df[col] = np.nan
     df = df[list(RUN_COLUMNS)]
     df.attrs["warnings"] = warnings
+    df.attrs["columns"] = given
     return df
 
 
@@ -150,8 +154,24 @@ def _any_true(s: pd.Series):
     return bool(s.astype(str).str.lower().isin(["true", "1"]).any()) if len(s) else np.nan
 
 
+def _beside(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns reordered so that each ``<var>_provenance`` stands right after ``<var>``."""
+    cols = [c for c in df.columns if not c.endswith("_provenance") or c[:-len("_provenance")] not in df]
+    out = []
+    for c in cols:
+        out.append(c)
+        if P.provenance_column(c) in df:
+            out.append(P.provenance_column(c))
+    return df[out]
+
+
 def medians(runs: pd.DataFrame) -> pd.DataFrame:
-    """Median over repetitions per model x configuration, of every variable; ``n_runs`` and flags."""
+    """Median over repetitions per model x configuration, of every variable; ``n_runs`` and flags.
+
+    Every energy variable gets ``<var>_provenance`` beside it (measured / estimated / missing); a group
+    whose runs mix measured and estimated values gets ``mixed`` and no median (refused).
+    """
+    runs = P.mark_negative(runs)
     variables = [c for c in ALL_VARIABLES if c in runs]
     keys = ["model", "size_category", "config"]
     num = runs[keys + variables].copy()
@@ -162,6 +182,12 @@ def medians(runs: pd.DataFrame) -> pd.DataFrame:
     out.insert(0, "n_runs", g.size())
     # output equivalence is a share of prompts over all repetitions: a mean, not a median
     out["output_match_rate"] = g["output_match_rate"].mean()
+    for var in variables:
+        if P.is_energy(var):
+            prov = P.run_provenance(runs, var).groupby([runs[k] for k in keys], dropna=False, sort=False).agg(
+                P.combine)
+            out[P.provenance_column(var)] = prov
+            out.loc[out[P.provenance_column(var)] == P.MIXED, var] = np.nan  # refused
     for dom in ENERGY_DOMAINS:
         src, est = f"energy_{dom}_source", f"energy_{dom}_estimated"
         if src in runs:
@@ -171,20 +197,61 @@ def medians(runs: pd.DataFrame) -> pd.DataFrame:
             out[est] = runs.groupby(keys, dropna=False, sort=False)[est].agg(_any_true)
     fl = runs.groupby(keys, dropna=False, sort=False)["flags"].agg(list)
     out["flags"] = [_group_flags(pd.Series(f), r) for f, r in zip(fl, out["output_match_rate"])]
-    return _sorted(out.reset_index(), ["size_category", "model", "config"])
+    return _beside(_sorted(out.reset_index(), ["size_category", "model", "config"]))
 
 
 def aggregated(med: pd.DataFrame) -> pd.DataFrame:
-    """Mean of the medians per size category x configuration (the study's Tables 4-5)."""
-    variables = [c for c in ALL_VARIABLES if c in med]
-    keys = ["size_category", "config"]
-    g = med.groupby(keys, dropna=False, sort=False)
-    out = g[variables].mean()
-    out.insert(0, "n_models", g["model"].nunique())
-    out.insert(1, "models", g["model"].agg(lambda s: ",".join(sorted(s, key=model_sort_key))))
-    out["output_match_rate"] = g["output_match_rate"].min()  # the worst model decides
-    out["flags"] = g.apply(_aggregate_flags, include_groups=False)
-    return _sorted(out.reset_index(), keys)
+    """Mean of the medians per size category x configuration (the study's Tables 4-5), over the
+    category's complete block: the models that have every configuration of the category.
+
+    ``models`` / ``n_models`` = the block, ``left_out`` = the category's other models and the configs
+    they have. A configuration whose value is missing for a block model gets no mean for that variable
+    (``refused`` says why) rather than a mean over fewer models; an energy mean over measured and
+    estimated medians is refused too (``<var>_provenance`` = mixed).
+    """
+    variables = [c for c in ALL_VARIABLES if c in med and c != "output_match_rate"]
+    rows = []
+    for cat, grp in med.groupby("size_category", dropna=False, sort=False):
+        block = complete_block(grp, f"the aggregated table, size category {_cat(cat)}")
+        inb = grp[grp["model"].isin(block.models)]
+        left = "; ".join(f"{m} (has only {', '.join(h)})" for m, h in block.left_out.items())
+        for cfg in block.configs:
+            sub = inb[inb["config"] == cfg]
+            row = {"size_category": cat, "config": cfg, "n_models": len(block.models),
+                   "models": ",".join(block.models), "left_out": left}
+            refused = []
+            for var in variables:
+                vals = pd.to_numeric(sub[var], errors="coerce")
+                prov = P.combine(sub[P.provenance_column(var)]) if P.provenance_column(var) in sub else None
+                if prov == P.MIXED or (P.provenance_column(var) in sub
+                                       and (sub[P.provenance_column(var)] == P.MIXED).any()):
+                    prov = P.MIXED
+                    refused.append(f"{var}: mixes measured and estimated medians")
+                    value = np.nan
+                elif vals.notna().all() or vals.isna().all():
+                    value = vals.mean() if vals.notna().any() else np.nan
+                else:
+                    lacking = [m for m, v in zip(sub["model"], vals) if pd.isna(v)]
+                    refused.append(f"{var}: no value for {', '.join(lacking)}")
+                    value = np.nan
+                row[var] = value
+                if prov is not None:
+                    row[P.provenance_column(var)] = prov
+            row["output_match_rate"] = pd.to_numeric(sub["output_match_rate"], errors="coerce").min() \
+                if "output_match_rate" in sub else np.nan  # the worst model decides
+            row["flags"] = _aggregate_flags(sub)
+            row["refused"] = "; ".join(refused)
+            rows.append(row)
+    cols = ["size_category", "config", "n_models", "models", "left_out"]
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return pd.DataFrame(columns=cols + variables + ["flags", "refused"])
+    out = out[cols + [c for c in out.columns if c not in cols]]
+    return _beside(_sorted(out, ["size_category", "config"]))
+
+
+def _cat(cat) -> str:
+    return "unknown" if pd.isna(cat) else str(int(cat))
 
 
 def _aggregate_flags(group: pd.DataFrame) -> str:
@@ -206,21 +273,36 @@ def savings(med: pd.DataFrame, agg: pd.DataFrame, variables=SAVINGS_VARIABLES) -
 
     ``saving_pct`` = (baseline - value) / baseline x 100: how much less of ``variable`` ``config`` needs
     than ``baseline`` (negative: it needs more). Per category the values are the aggregated table's
-    (mean of model medians). Every ordered pair of configurations with both values present.
+    (mean of medians over the category's complete block). Every ordered pair of configurations with
+    both values present. ``provenance``: measured / estimated for energy (empty for time); a pair of a
+    measured and an estimated figure, a baseline <= 0 or a negative energy above idle gets no saving,
+    and ``refused`` says why.
     """
     rows = []
     for level, frame, group_keys in (("model", med, ["size_category", "model"]), ("category", agg, ["size_category"])):
         for var in variables:
             if var not in frame:
                 continue
+            pcol = P.provenance_column(var)
             for key, grp in frame.groupby(group_keys, dropna=False, sort=False):
                 key = key if isinstance(key, tuple) else (key,)
                 vals = {c: v for c, v in zip(grp["config"], pd.to_numeric(grp[var], errors="coerce")) if np.isfinite(v)}
+                provs = dict(zip(grp["config"], grp[pcol])) if pcol in grp else {}
                 flags = dict(zip(grp["config"], grp["flags"]))
                 for cfg, v in vals.items():
                     for base, b in vals.items():
-                        if cfg == base or b <= 0:
+                        if cfg == base:
                             continue
+                        prov, why = "", ""
+                        if P.is_energy(var):
+                            pa, pb = provs.get(cfg, P.MEASURED), provs.get(base, P.MEASURED)
+                            prov = P.pair_provenance(pa, pb)
+                            if not P.comparable(pa, pb):
+                                why = f"compares {pa} ({cfg}) with {pb} ({base}) energy"
+                        if var in P.DYNAMIC and (v < 0 or b < 0):
+                            why = why or "negative energy above idle"
+                        elif b <= 0:
+                            why = why or "baseline <= 0"
                         rows.append({
                             "level": level,
                             "size_category": key[0],
@@ -230,11 +312,13 @@ def savings(med: pd.DataFrame, agg: pd.DataFrame, variables=SAVINGS_VARIABLES) -
                             "baseline": base,
                             "value": v,
                             "baseline_value": b,
-                            "saving_pct": 100.0 * (b - v) / b,
+                            "saving_pct": np.nan if why else 100.0 * (b - v) / b,
+                            "provenance": prov,
+                            "refused": why,
                             "flags": join_flags([f"{c}:{f}" for c in (cfg, base) for f in split_flags(flags.get(c))]),
                         })
     cols = ["level", "size_category", "model", "variable", "config", "baseline", "value", "baseline_value",
-            "saving_pct", "flags"]
+            "saving_pct", "provenance", "refused", "flags"]
     out = pd.DataFrame(rows, columns=cols)
     if len(out):
         out["_lvl"] = out["level"].map({"model": 0, "category": 1})

@@ -153,3 +153,40 @@ def write_run(root: Path, *, model: str = "codeparrot-small", config: str = "tor
     os.replace(tmp, folder / "run.json")
     return folder
 
+
+
+# ---------------------------------------------------------------- several runs at once
+
+NORMAL_OFFSETS = (-1.2, -0.5, 0.0, 0.5, 1.2)  # textbook-normal: Shapiro-Wilk keeps normality
+
+
+def write_cells(root: Path, cells: dict[tuple[str, str], dict], *, reps: int = 3,
+                start: float = 1_790_000_000.0, **common) -> list[Path]:
+    """One run folder per (model, config) cell and repetition, at increasing start times.
+
+    ``cells`` maps (model, config) -> write_run keyword arguments of that cell (``size_category``,
+    ``cpu_busy_w``, ``cpu_estimated``, ...); ``common`` applies to all. ``cpu_busy_w`` gets a small
+    normal offset per repetition so that the tests have variance to work on.
+    """
+    folders, t = [], start
+    for (model, config), kw in cells.items():
+        for rep in range(1, reps + 1):
+            args = {"inference_s": 10.0, "idle_s": 5.0, "n_prompts": 5, **common, **kw}
+            if "cpu_busy_w" in args:
+                args["cpu_busy_w"] = args["cpu_busy_w"] + NORMAL_OFFSETS[(rep - 1) % len(NORMAL_OFFSETS)]
+            folders.append(write_run(root, model=model, config=config, rep=rep, start=t, **args))
+            t += 100.0
+    return folders
+
+
+def set_study(folder: Path, name: str, cell: dict | None = None) -> Path:
+    """Mark a run folder as a run of study ``name`` (run.json ``study``), as ``make study`` writes it."""
+    path = Path(folder) / "run.json"
+    manifest = json.loads(path.read_text())
+    manifest["study"] = {"name": name, "cell": cell or {"model": manifest["model"]["name"],
+                                                        "config": manifest["config"],
+                                                        "rep": manifest["protocol"]["rep"]}}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+    return Path(folder)

@@ -128,7 +128,7 @@ def test_table_input_on_published_medians(tmp_path):
     stats = pd.read_csv(out / "stats.csv")
     assert stats["p_value"].isna().all() and stats["reason"].str.contains("< 3 runs|fewer than 2").all()
     report = (out / "report.md").read_text()
-    assert "torch-cuda** needed the least global energy" in report
+    assert "torch-cuda** needed the least measured global energy" in report
     assert "fewer than 3 runs" in report
     assert (out / "figures" / "box_energy_global_j.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
