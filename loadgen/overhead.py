@@ -11,7 +11,7 @@ the same way, though it is not a child of this process.
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -20,6 +20,21 @@ import psutil
 class CpuSnapshot:
     harness_s: float
     service_s: float
+    parts: dict[str, float] = field(default_factory=dict)  # harness CPU s by role: bench, locust, exporter:<name>
+
+
+def role(p: psutil.Process) -> str:
+    """What a harness process is, from its command line."""
+    try:
+        argv = p.cmdline()
+    except psutil.Error:
+        return "other"
+    for i, a in enumerate(argv[:-1]):
+        if a == "-m" and argv[i + 1].startswith("services.exporters."):
+            return "exporter:" + argv[i + 1].rsplit(".", 1)[1]
+        if a == "-m" and argv[i + 1] == "locust":
+            return "locust"
+    return "other"
 
 
 def _cpu(p: psutil.Process) -> float:
@@ -31,6 +46,7 @@ def snapshot(service_pid: int | None) -> CpuSnapshot:
     me = psutil.Process()
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     harness, service = _cpu(me) + reaped.ru_utime + reaped.ru_stime, 0.0
+    parts = {"bench": _cpu(me), "reaped": reaped.ru_utime + reaped.ru_stime}
     service_tree: set[int] = set()
     if service_pid:
         try:
@@ -44,17 +60,22 @@ def snapshot(service_pid: int | None) -> CpuSnapshot:
         if child.pid in service_tree:
             continue
         try:
-            harness += _cpu(child)
+            cpu = _cpu(child)
         except psutil.NoSuchProcess:  # ended between listing and reading: counted once reaped
             continue
-    return CpuSnapshot(harness, service)
+        harness += cpu
+        name = role(child)
+        parts[name] = parts.get(name, 0.0) + cpu
+    return CpuSnapshot(harness, service, parts)
 
 
 def overhead(start: CpuSnapshot, end: CpuSnapshot) -> dict:
     harness = end.harness_s - start.harness_s
     service = end.service_s - start.service_s
+    by_role = {k: round(end.parts.get(k, 0.0) - start.parts.get(k, 0.0), 3) for k in sorted(end.parts)}
     return {
         "harness_cpu_s": round(harness, 3),
         "service_cpu_s": round(service, 3),
         "harness_share_of_service": round(harness / service, 5) if service > 1e-3 else None,
+        "harness_cpu_s_by_role": {k: v for k, v in by_role.items() if v},
     }

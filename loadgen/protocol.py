@@ -162,6 +162,19 @@ def idle(service: NativeService, seconds: float, phase: str) -> None:
         time.sleep(min(0.2, left))
 
 
+POLL_S = 0.5  # how often the bench looks at the replay's progress (its own CPU lands in the window)
+
+
+def _sleep_until_exit(proc: subprocess.Popen, seconds: float) -> bool:
+    """Sleep ``seconds`` in a few long naps, returning early (True) once ``proc`` has exited."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+        if proc.poll() is not None:
+            return True
+    return False
+
+
 def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, progress, mark_url: str = "") -> float:
     """Run the Locust replay to its end and return when it exited; fail if it or the service dies,
     or it stops progressing."""
@@ -175,12 +188,10 @@ def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, pro
     stall_limit = plan.request_timeout_s + 60
     try:
         while True:
-            try:
-                replay.proc.wait(0.25)
+            # sleep, then look: Popen.wait(timeout) would wake every few ms inside the measured window
+            if replay.proc.poll() is not None or _sleep_until_exit(replay.proc, POLL_S):
                 exited = time.time()
                 break
-            except subprocess.TimeoutExpired:
-                pass
             if not service.alive():
                 raise service.died("during inference")
             try:
