@@ -161,3 +161,38 @@ def test_run_stats_table_shape_flags_and_summary():
     e = summ.set_index("variable").loc["energy_global_j"]
     assert e["models_tested"] == 2 and e["significant_models"] == 2
 
+
+
+def test_summary_counts_only_models_with_every_configuration():
+    rng = np.random.default_rng(11)
+    recs = []
+    for model, cfgs in (("codeparrot-small", CONFIGS[:3]), ("phi2", CONFIGS[:2])):  # phi2 lacks ov-cpu
+        for cfg, mean in zip(cfgs, (100, 50, 10)):
+            for rep in range(1, 11):
+                recs.append({"model": model, "config": cfg, "rep": rep, "time_s": rng.normal(mean, 2)})
+    out = run_stats(pd.DataFrame(recs))
+    assert set(out.loc[~out["in_block"], "model"]) == {"phi2"}
+    phi = out[(out["model"] == "phi2") & out["test"].isin(["welch_anova", "kruskal"])]
+    assert phi["p_value"].iloc[0] < 0.05  # tested, and significant ...
+    s = summarise(out).set_index("variable").loc["time_s"]
+    assert s["significant_models"] == 1 and s["models_tested"] == 1  # ... but not counted: incomplete block
+    assert s["models_left_out"] == "phi2"
+
+
+def test_measured_vs_estimated_energy_is_refused_not_tested():
+    rng = np.random.default_rng(12)
+    recs = []
+    for model, est in (("codeparrot-small", {"torch-cpu": False, "onnx-cpu": True}),
+                       ("phi2", {"torch-cpu": True, "onnx-cpu": True})):
+        for cfg, mean in zip(("torch-cpu", "onnx-cpu"), (100, 50)):
+            for rep in range(1, 6):
+                recs.append({"model": model, "config": cfg, "rep": rep, "energy_cpu_j": rng.normal(mean, 2),
+                             "energy_cpu_estimated": est[cfg], "flags": ""})
+    out = run_stats(pd.DataFrame(recs), variables=["energy_cpu_j"])
+    cp = out[out["model"] == "codeparrot-small"]
+    assert list(cp["test"]) == ["refused"] and np.isnan(cp["p_value"].iloc[0])
+    assert "measured (torch-cpu)" in cp["reason"].iloc[0] and "estimated (onnx-cpu)" in cp["reason"].iloc[0]
+    phi = out[out["model"] == "phi2"]
+    assert (phi["provenance"] == "estimated").all() and phi["p_value"].notna().any()
+    s = summarise(out).set_index("variable").loc["energy_cpu_j"]
+    assert s["models_tested"] == 1 and s["models_not_tested"] == 1 and "refused" in s["not_tested_reason"]
