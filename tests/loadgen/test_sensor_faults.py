@@ -40,11 +40,12 @@ def test_rapl_counter_wrapping_mid_run_gives_the_right_energy(tmp_path, tiny):
     inf = m["phases"]["inference"]
     duration = inf["end"] - inf["start"]
     assert duration * watts > 2 * range_uj / 1e6  # the counter wrapped at least twice inside the window
-    cpu = m["summary"]["energy"]["domains"]["cpu"]
-    assert (cpu["source"], cpu["estimated"], cpu["complete"]) == ("rapl", False, True), cpu
+    e = m["summary"]["energy"]
+    assert (e["energy_cpu_source"], e["energy_cpu_estimated"], e["energy_cpu_complete"]) == ("rapl", False, True), e
+    joules = e["energy_cpu_j"]
     print(f"\n[rapl wrap] {duration:.2f} s window, {watts * duration / (range_uj / 1e6):.1f} counter ranges: "
-          f"{cpu['joules']:.2f} J measured vs {watts * duration:.2f} J true ({100 * (cpu['joules'] / (watts * duration) - 1):+.3f} %)")
-    assert cpu["joules"] == pytest.approx(watts * duration, rel=0.02)
+          f"{joules:.2f} J measured vs {watts * duration:.2f} J true ({100 * (joules / (watts * duration) - 1):+.3f} %)")
+    assert joules == pytest.approx(watts * duration, rel=0.005)  # the window's edges have scrapes of their own
     assert "measured; cpu: rapl" in r.stdout
 
 
@@ -64,7 +65,6 @@ def test_a_slow_netio_meter_is_bounded_marked_unavailable_and_its_credentials_st
     assert netio["available"] is False and netio["error"], netio
     assert server.requests >= 1  # it was asked, and the wait for it was bounded (the run completed)
     assert any(f.startswith("sensor netio unavailable") for f in m["flags"])
-    assert "wall" not in (m["summary"]["energy"].get("domains") or {}) or \
-        m["summary"]["energy"]["domains"]["wall"]["joules"] is None  # missing, never 0 J
+    assert m["summary"]["energy"].get("energy_wall_j") is None  # missing, never 0 J
     leaked = [p.name for p in run_dir.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
     assert not leaked and password not in r.stdout + r.stderr, leaked
