@@ -1,5 +1,6 @@
 # wattserve — the user's verbs. Each target sets up .venv on first use (idempotent).
 #   make bench      CONFIG=cpu MODEL=tiny REPS=1 …   run the benchmark, print a comparison table
+#                   [CPU_SENSOR=… GPU_SENSOR=… WALL_METER=… TDP_WATTS=… IDLE_WATTS=…]   which sensors
 #   make test                                        the test suite
 #   make study      SPEC=studies/smoke.yaml [STUDY_ARGS=--dry-run]   a whole study: randomized, resumable
 #   make prompts    SEED=1 OUT=file.jsonl            a new seeded prompt set from HumanEval (the study's method)
@@ -7,6 +8,7 @@
 #   make serve      CONFIG=onnx-cpu MODEL=tiny       serve one configuration on 127.0.0.1:8000
 #   make equivalence MODEL=tiny CONFIG=cpu           compare every engine's tokens with torch
 #   make analyze    [RESULTS=results] [TABLE=x.csv] [OUT=dir] [TIMESERIES=run-id]   tables, tests, figures, report
+#                   [STUDY=a,b] [MODEL=a,b] [CONFIG=a,b] [RUNS=id,id]   only those runs (prints what it took)
 #   make images     [CONFIG=…]                       the Docker images (CPU; CUDA too if CONFIG names one)
 #   make up         CONFIG=onnx-cpu MODEL=tiny       the Dockerized stack (Grafana on 127.0.0.1:3000 only; WATTSERVE_EXPOSE=1: + :8000, :9090)
 #   make down                                        stop it (the model cache volume is kept)
@@ -23,6 +25,10 @@ export PYTHONPATH := $(CURDIR)
 CONFIG ?= cpu
 MODEL ?= tiny
 export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
+# sensors of `make bench` (python -m loadgen.bench --help): CPU_SENSOR=auto|rapl|energibridge|estimate,
+# GPU_SENSOR=auto|nvml|nvidia-smi|dcgm=<URL>|none, WALL_METER=auto|none|<netio.json URL>, TDP_WATTS, IDLE_WATTS,
+# ENERGIBRIDGE_BIN; NETIO credentials only in the environment (NETIO_USER, NETIO_PASSWORD)
+export CPU_SENSOR GPU_SENSOR WALL_METER TDP_WATTS IDLE_WATTS ENERGIBRIDGE_BIN
 
 .PHONY: venv test bench study prompts models serve equivalence analyze benchmark-serving benchmark-analysis overhead clean-venv
 
@@ -56,10 +62,16 @@ serve: $(STAMP)
 equivalence: $(STAMP)
 	$(PY) -m services.inference.equivalence --model "$(MODEL)" --configs "$(CONFIG)"
 
+# STUDY/MODEL/CONFIG/RUNS select runs only when given on the command line (MODEL and CONFIG have bench
+# defaults above, which must not filter an analysis)
 analyze: $(STAMP)
 	$(PY) -m analysis $(if $(TABLE),--table "$(TABLE)") \
 	  $(if $(or $(RESULTS),$(if $(TABLE),,x)),--results "$(or $(RESULTS),results)") \
-	  $(if $(OUT),--out "$(OUT)") $(if $(TIMESERIES),--timeseries "$(TIMESERIES)")
+	  $(if $(OUT),--out "$(OUT)") $(if $(TIMESERIES),--timeseries "$(TIMESERIES)") \
+	  $(if $(filter command line,$(origin STUDY)),--study "$(STUDY)") \
+	  $(if $(filter command line,$(origin MODEL)),--model "$(MODEL)") \
+	  $(if $(filter command line,$(origin CONFIG)),--config "$(CONFIG)") \
+	  $(if $(filter command line,$(origin RUNS)),--runs "$(RUNS)")
 
 benchmark-analysis: $(STAMP)
 	$(PY) benchmarks/analysis_scale.py

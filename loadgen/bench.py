@@ -32,17 +32,31 @@ PRESETS = {
     "paper": {"WARMUP": "300", "COOLDOWN": "300", "REPS": "10"},  # the study: 5 min idle each side, 10 reps
 }
 DEFAULTS = {"CONFIG": "cpu", "MODEL": "tiny", "REPS": "1", "WARMUP": "5", "COOLDOWN": "5", "PROMPTS": "paper",
-            "RESULTS": "results", "RUNNER": "auto", "PRESET": ""}
+            "RESULTS": "results", "RUNNER": "auto", "PRESET": "",
+            "CPU_SENSOR": "auto", "GPU_SENSOR": "auto", "WALL_METER": "auto", "TDP_WATTS": "", "IDLE_WATTS": "",
+            "ENERGIBRIDGE_BIN": "energibridge"}
 
 EPILOG = """\
 every option can also come from an environment variable (how `make bench` passes them):
   CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
+  CPU_SENSOR GPU_SENSOR WALL_METER TDP_WATTS IDLE_WATTS ENERGIBRIDGE_BIN
   precedence: command line > environment > --preset > built-in default (an empty variable is unset)
 
 CONFIG: one configuration (onnx-cpu), a comma list (torch-cpu,ov-cpu), or a group: cpu, cuda, all.
 MODEL:  tiny (built here, offline), shape:<hf id>, a registry name, a Hugging Face id, or a folder.
 PROMPTS: paper (the study's 164 prompts, hash-checked) or a JSONL file (python -m loadgen.generate_prompts).
 RUNNER: auto (docker when a Docker engine answers and every configuration's image exists, else native), native, docker.
+
+sensors (each choice is checked before anything starts: one this machine cannot satisfy is an exit 2
+that says how to fix it; the choice is recorded in every run.json's sensor entries):
+  CPU_SENSOR  auto (rapl where powercap is readable, else the estimate), rapl (Linux powercap;
+              WATTSERVE_POWERCAP_ROOT for another tree), energibridge (ENERGIBRIDGE_BIN), estimate
+              (ESTIMATED: idle + utilization x (TDP - idle); TDP_WATTS, IDLE_WATTS; default TDP from
+              CodeCarbon's CPU table, else 4 W per logical CPU)
+  GPU_SENSOR  auto (nvml where NVML works), nvml, nvidia-smi (the study's query), dcgm=<URL> (a running
+              dcgm-exporter's /metrics, e.g. dcgm=http://127.0.0.1:9400/metrics), none
+  WALL_METER  auto ($NETIO_URL if set), none, or a NETIO's netio.json URL; credentials only in
+              NETIO_USER / NETIO_PASSWORD (never on a command line)
 
 examples:
   python -m loadgen.bench                                  # every CPU config on tiny, 1 rep, 5 s idle windows
@@ -80,6 +94,8 @@ class Settings:
     shuffle: int | None
     revision: str | None
     trust_remote_code: bool
+    sensors: object = None        # loadgen.sampling.SensorChoice; None: --no-sensors
+    sensors_resolved: dict | None = None  # what the choice is on this machine (check_sensors)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -112,6 +128,17 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds between sensor scrapes (default 0.5)")
     p.add_argument("--no-sensors", action="store_true",
                    help="start no exporters: energy is recorded as missing (never 0 J)")
+    p.add_argument("--cpu-sensor", help="auto | rapl | energibridge | estimate [CPU_SENSOR; default auto]")
+    p.add_argument("--gpu-sensor", help="auto | nvml | nvidia-smi | dcgm=<URL> | none [GPU_SENSOR; default auto]")
+    p.add_argument("--wall-meter", help="auto | none | <netio.json URL>, credentials in NETIO_USER/NETIO_PASSWORD "
+                                        "[WALL_METER; default auto: $NETIO_URL]")
+    p.add_argument("--tdp-watts", help="the estimate's CPU power at full load, W [TDP_WATTS; default: CodeCarbon's "
+                                       "table for this CPU, else 4 W per logical CPU]")
+    p.add_argument("--idle-watts", help="the estimate's idle floor, W [IDLE_WATTS; default 20%% of the TDP]")
+    p.add_argument("--energibridge-bin", help="EnergiBridge executable [ENERGIBRIDGE_BIN; default energibridge]")
+    p.add_argument("--max-device-watts", type=float, default=10_000.0,
+                   help="a sensor sample implying more power than this per device is bad data, dropped and "
+                        "flagged (default 10000)")
     p.add_argument("--revision", default=None, help="hub revision of MODEL")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code to run")
     return p
@@ -181,6 +208,7 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
                                     **({"probe": probe_docker} if probe_docker else {}))
     except RunnerError as exc:
         raise UsageError(str(exc)) from None
+    sensors, resolved = sensor_settings(args, get, environ)
     try:  # last: a refused start leaves no folder behind
         check_results(results, run_bytes(warmup, cooldown, prompts.count, args.sample_interval))
     except PreflightError as exc:
@@ -191,7 +219,32 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
                     ignore_eos=args.ignore_eos, threads=threads, preset=preset_name,
                     shuffle=None if args.fixed_order else (args.shuffle if args.shuffle is not None
                                                             else random.SystemRandom().randrange(2**31)),
-                    revision=args.revision, trust_remote_code=args.trust_remote_code)
+                    revision=args.revision, trust_remote_code=args.trust_remote_code, sensors=sensors,
+                    sensors_resolved=resolved)
+
+
+def sensor_settings(args: argparse.Namespace, get, environ) -> tuple[object, dict | None]:
+    """The sensor choice, checked in syntax and against this machine (UsageError: how to fix it)."""
+    from loadgen.sampling import SensorChoice, SensorError, check_sensors
+    from services.exporters.common import url_secrets
+
+    if args.wall_meter is not None and url_secrets(args.wall_meter):
+        raise UsageError("--wall-meter: put the NETIO's credentials in NETIO_USER / NETIO_PASSWORD, never on a "
+                         "command line (any user can read it)")
+    names = ("CPU_SENSOR", "GPU_SENSOR", "WALL_METER", "TDP_WATTS", "IDLE_WATTS", "ENERGIBRIDGE_BIN")
+    cli = (args.cpu_sensor, args.gpu_sensor, args.wall_meter, args.tdp_watts, args.idle_watts, args.energibridge_bin)
+    values = [get(c, n) for c, n in zip(cli, names)]
+    if args.no_sensors:
+        chosen = [n for c, n in zip(cli, names) if c is not None]
+        if chosen:
+            raise UsageError(f"--no-sensors starts no sensor: drop it or the sensor option(s) "
+                             f"{', '.join('--' + n.lower().replace('_', '-') for n in chosen)}")
+        return None, None
+    try:
+        choice = SensorChoice.parse(*values, max_device_watts=args.max_device_watts)
+        return choice, check_sensors(choice, environ=environ)
+    except SensorError as exc:
+        raise UsageError(f"sensors: {exc}") from None
 
 
 def schedule(s: Settings) -> list[tuple[int, str]]:
@@ -218,7 +271,18 @@ def header(s: Settings, runs: int) -> str:
         f"windows: idle {s.warmup_s:g} s before, {s.cooldown_s:g} s after; greedy, {limit}"
         + (", ignore_eos" if s.ignore_eos else "") + f"; {s.threads} threads; request timeout {s.request_timeout_s:g} s",
         f"results: {s.results}",
+        sensors_line(s),
     ])
+
+
+def sensors_line(s: Settings) -> str:
+    if s.sensors is None or not s.sensors_resolved:
+        return "sensors: none (--no-sensors): energy is recorded as missing"
+    chosen = {"cpu": s.sensors.cpu, "gpu": s.sensors.gpu.split("=")[0], "wall": s.sensors.wall
+              if s.sensors.wall in ("auto", "none") else "url"}
+    parts = [f"{k} {v or 'none'} ({chosen[k]})" for k, v in s.sensors_resolved.items()]
+    return "sensors: " + ", ".join(parts) + ("; CPU energy ESTIMATED" if s.sensors_resolved.get("cpu") == "estimate"
+                                             else "")
 
 
 def main(argv=None) -> int:
@@ -250,7 +314,7 @@ def main(argv=None) -> int:
         if not 0.05 <= args.sample_interval <= 10:
             print("error: --sample-interval must be between 0.05 and 10 seconds", file=sys.stderr)
             return 2
-        sampler = local_sampler(args.sample_interval)
+        sampler = local_sampler(args.sample_interval, choice=s.sensors)
     try:
         for i, (rep, config) in enumerate(order, 1):
             progress.start_run(i, f"{config} {s.model} r{rep}/{s.reps}")

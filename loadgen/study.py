@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -70,7 +71,12 @@ spec (YAML; every key is checked, a typo is an error):
     ready_timeout_s: 600      # load and warm-up
     threads: null             # CPU threads for every engine (null: every core)
     sample_interval_s: 0.5
-    sensors: true
+    sensors: true             # true: every sensor this machine has (auto); false: none (energy missing);
+                              # or choose, each checked on this machine before anything starts:
+                              #   sensors: {cpu: auto|rapl|energibridge|estimate, gpu: auto|nvml|nvidia-smi|
+                              #             dcgm=<URL>|none, wall: auto|none|<netio.json URL>, tdp_watts: W,
+                              #             idle_watts: W, energibridge_bin: PATH, max_device_watts: 10000}
+                              #   (NETIO credentials: NETIO_USER/NETIO_PASSWORD only; the estimate is labelled)
 
 Stop it at any moment (Ctrl-C, kill, power loss): the same command continues where it stopped.
 exit status: 0 every cell complete, 1 a cell failed after its retries (or the study had to stop),
@@ -88,6 +94,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Sensors(Strict):
+    """``protocol.sensors`` as a mapping (loadgen.sampling.SensorChoice; ``true`` = all auto)."""
+
+    cpu: Literal["auto", "rapl", "energibridge", "estimate"] = "auto"
+    gpu: str = "auto"
+    wall: str = "auto"
+    tdp_watts: float | None = Field(None, gt=0, allow_inf_nan=False)
+    idle_watts: float | None = Field(None, ge=0, allow_inf_nan=False)
+    energibridge_bin: str = "energibridge"
+    max_device_watts: float = Field(10_000.0, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _valid(self):
+        from loadgen.sampling import SensorError
+
+        try:
+            self.choice()
+        except SensorError as exc:
+            raise ValueError(str(exc)) from None
+        if urlsplit(self.wall).password:
+            raise ValueError("wall: put the NETIO's credentials in NETIO_USER / NETIO_PASSWORD, not in the spec")
+        return self
+
+    def choice(self):
+        from loadgen.sampling import SensorChoice
+
+        return SensorChoice.parse(self.cpu, self.gpu, self.wall, self.tdp_watts, self.idle_watts,
+                                  self.energibridge_bin, self.max_device_watts)
+
+
 class Protocol(Strict):
     warmup_s: float = Field(5.0, ge=0, allow_inf_nan=False)
     cooldown_s: float = Field(5.0, ge=0, allow_inf_nan=False)
@@ -100,7 +136,7 @@ class Protocol(Strict):
     ready_timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False)
     threads: int | None = Field(None, ge=1)
     sample_interval_s: float = Field(0.5, ge=0.05, le=10)
-    sensors: bool = True
+    sensors: bool | Sensors = True  # true/false as before (a spec's digest unchanged), or the choice
 
     @model_validator(mode="after")
     def _one_limit(self):
@@ -136,9 +172,21 @@ class StudySpec(Strict):
 
 
 def _problem(err: dict) -> str:
+    if err["loc"][:2] == ("protocol", "sensors") and len(err["loc"]) > 2:  # bool | Sensors: say it plainly
+        branch = str(err["loc"][2])
+        if branch == "bool":
+            return ""  # the mapping branch's errors say what is wrong
+        if "Sensors" in branch:
+            err = {**err, "loc": ("protocol", "sensors", *err["loc"][3:])}
+            if err["type"] in ("model_type", "dict_type"):
+                return f"protocol.sensors: true, false or a mapping of cpu, gpu, wall, ... (got {err.get('input')!r})"
+            if err["type"] == "value_error":
+                return f"protocol.sensors: {err['msg'].removeprefix('Value error, ')}"
     where = ".".join(str(x) for x in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        known = list((Protocol if err["loc"][:1] == ("protocol",) else StudySpec).model_fields)
+        model = Sensors if err["loc"][:2] == ("protocol", "sensors") else Protocol if err["loc"][:1] == ("protocol",) \
+            else StudySpec
+        known = list(model.model_fields)
         close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
         return f"{where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}")
     if err["type"] == "missing":
@@ -162,7 +210,7 @@ def load_spec(path: Path) -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(e) for e in exc.errors()]
+        problems = [p for p in (_problem(e) for e in exc.errors()) if p]
         raise StudyError(f"{path}: " + "; ".join(problems)) from None
 
 
@@ -251,6 +299,16 @@ def check(spec: StudySpec, spec_path: Path, results: str | None = None, probe_do
         runner, why = choose_runner(spec.runner, configs=configs, **({"probe": probe_docker} if probe_docker else {}))
     except RunnerError as exc:
         raise StudyError(f"runner: {exc}") from None
+    sensors = spec.protocol.sensors
+    if isinstance(sensors, Sensors):
+        from loadgen.sampling import SensorError, check_sensors
+
+        try:
+            check_sensors(sensors.choice())
+        except SensorError as exc:
+            if need_gpu:
+                raise StudyError(f"protocol.sensors: {exc}") from None
+            print(f"warning: protocol.sensors: {exc}", file=sys.stderr)
     root = Path(results if results is not None else spec.results).expanduser().resolve()
     return Checked(spec, configs, prompts, runner, why, spec.protocol.threads or default_threads(), root / spec.name)
 
@@ -505,7 +563,7 @@ def run_study(chk: Checked, need_bytes: int, retry_failed: bool = False) -> int:
     if p.sensors:
         from loadgen.sampling import local_sampler
 
-        sampler = local_sampler(p.sample_interval_s)
+        sampler = local_sampler(p.sample_interval_s, choice=p.sensors.choice() if isinstance(p.sensors, Sensors) else None)
     host, software = host_info(), software_versions()
     progress = Progress(len(queue), warmup_s=p.warmup_s, cooldown_s=p.cooldown_s, prompts=chk.prompts.count,
                         rest_s=p.rest_s)

@@ -25,6 +25,24 @@ from tests.loadgen.conftest import run_bench
     (["--timeout", "0"], {}, "--timeout (seconds) must be > 0"),
     (["--max-new-tokens", "0"], {}, "--max-new-tokens must be >= 1"),
     (["--config", "torch-cuda"], {}, "no usable NVIDIA GPU"),
+    # sensors: a choice this machine cannot satisfy says how to fix it
+    (["--cpu-sensor", "turbo"], {}, "cpu sensor 'turbo': choose one of auto, rapl, energibridge, estimate"),
+    ([], {"GPU_SENSOR": "cuda"}, "gpu sensor 'cuda': choose one of auto, nvml, nvidia-smi, dcgm=<URL>, none"),
+    (["--cpu-sensor", "rapl"], {"WATTSERVE_POWERCAP_ROOT": "/nonexistent/powercap"},
+     "cpu sensor rapl: no RAPL zone under /nonexistent/powercap"),
+    (["--cpu-sensor", "energibridge", "--energibridge-bin", "/nonexistent/energibridge"], {},
+     "cpu sensor energibridge: no EnergiBridge binary '/nonexistent/energibridge'"),
+    (["--cpu-sensor", "rapl", "--tdp-watts", "65"], {}, "tdp_watts/idle_watts set the estimate"),
+    ([], {"TDP_WATTS": "-5"}, "tdp_watts must be > 0"),
+    (["--tdp-watts", "50", "--idle-watts", "60"], {}, "idle_watts (60) must not exceed tdp_watts (50)"),
+    (["--gpu-sensor", "nvml"], {}, "gpu sensor nvml: NVML does not initialize here"),
+    (["--gpu-sensor", "nvidia-smi"], {"WATTSERVE_NVIDIA_SMI": "/nonexistent/nvidia-smi"},
+     "gpu sensor nvidia-smi: '/nonexistent/nvidia-smi' not found"),
+    (["--gpu-sensor", "dcgm=localhost:9400"], {}, "dcgm= needs the http(s) URL"),
+    (["--gpu-sensor", "dcgm=http://127.0.0.1:9/metrics"], {}, "gpu sensor dcgm: http://127.0.0.1:9/metrics does not answer"),
+    (["--wall-meter", "http://127.0.0.1:9/netio.json"], {}, "wall meter: http://127.0.0.1:9/netio.json does not answer"),
+    (["--wall-meter", "http://admin:s3cret@127.0.0.1:9/netio.json"], {}, "NETIO_USER / NETIO_PASSWORD, never on a command line"),
+    (["--no-sensors", "--cpu-sensor", "estimate"], {}, "--no-sensors starts no sensor: drop it or the sensor option(s) --cpu-sensor"),
 ])
 def test_bad_input_is_refused_before_anything_starts(tmp_path, args, env, message):
     if "torch-cuda" in args:
@@ -32,11 +50,17 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path, args, env, messag
 
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU: torch-cuda is valid here")
+    if "nvml" in args:
+        from loadgen.sampler import nvml_usable
+
+        if nvml_usable():
+            pytest.skip("NVML works here: --gpu-sensor nvml is valid")
     results = tmp_path / "results"
     r = run_bench(*args, "--results", str(results), timeout=120, **env)
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr
     assert not results.exists()  # no folder, no service, no Locust
+    assert "s3cret" not in r.stdout + r.stderr
 
 
 def test_help_explains_the_variables_and_the_preset():
@@ -44,6 +68,40 @@ def test_help_explains_the_variables_and_the_preset():
     for word in ("CONFIG", "MODEL", "REPS", "WARMUP", "COOLDOWN", "PROMPTS", "RESULTS", "RUNNER", "--preset",
                  "--max-new-tokens", "interrupted", "exit status"):
         assert word in text
+    for word in ("CPU_SENSOR", "GPU_SENSOR", "WALL_METER", "TDP_WATTS", "IDLE_WATTS", "ENERGIBRIDGE_BIN",
+                 "--cpu-sensor", "--gpu-sensor", "--wall-meter", "--max-device-watts", "rapl", "energibridge",
+                 "estimate", "nvidia-smi", "dcgm=<URL>", "ESTIMATED", "NETIO_PASSWORD"):
+        assert word in text, word
+
+
+def test_sensor_choices_resolve_on_this_machine(tmp_path):
+    """Each choice checked against simulated hardware (a powercap tree, a dcgm-exporter, a NETIO) and
+    what it resolves to; the environment (how make passes CPU_SENSOR=…) and the command line."""
+    from tests.exporters.fakes import DcgmServer, NetioProfile, NetioServer, build_powercap
+    import time
+
+    no_docker = lambda: (False, "no docker here")  # noqa: E731
+    root = build_powercap(tmp_path / "sys", [{"id": "intel-rapl:0", "name": "package-0", "range_uj": 2**32}])
+    dcgm, netio = DcgmServer([100.0]), NetioServer(NetioProfile(t0=time.time()))
+    try:
+        s = resolve_settings(args(), environ={"WATTSERVE_POWERCAP_ROOT": str(root)}, probe_docker=no_docker)
+        assert s.sensors.cpu == "auto" and s.sensors_resolved["cpu"] == "rapl"
+        s = resolve_settings(args(), environ={}, probe_docker=no_docker)  # no powercap at its usual place here
+        if not Path("/sys/class/powercap/intel-rapl:0/energy_uj").exists():
+            assert s.sensors_resolved["cpu"] == "estimate"
+        env = {"CPU_SENSOR": "estimate", "TDP_WATTS": "65", "IDLE_WATTS": "9", "GPU_SENSOR": f"dcgm={dcgm.url}",
+               "WALL_METER": netio.url, "WATTSERVE_POWERCAP_ROOT": str(root)}
+        s = resolve_settings(args(), environ=env, probe_docker=no_docker)
+        assert (s.sensors.cpu, s.sensors.tdp_watts, s.sensors.idle_watts) == ("estimate", 65.0, 9.0)
+        assert s.sensors_resolved == {"cpu": "estimate", "gpu": "dcgm", "wall": "netio"}
+        assert s.sensors.describe()["gpu"] == f"dcgm={dcgm.url}"
+        s = resolve_settings(args("--cpu-sensor", "rapl", "--gpu-sensor", "none", "--wall-meter", "none"),
+                             environ={**env, "TDP_WATTS": "", "IDLE_WATTS": ""}, probe_docker=no_docker)
+        assert s.sensors_resolved == {"cpu": "rapl", "gpu": None, "wall": None}
+        assert resolve_settings(args("--no-sensors"), environ={}, probe_docker=no_docker).sensors is None
+    finally:
+        dcgm.close()
+        netio.close()
 
 
 def args(*argv):

@@ -364,3 +364,44 @@ def test_the_power_bound_is_configurable(tmp_path):
     assert window_energy(series, t.min() + 0.5, t.max() - 0.2)["cpu"].joules is None
     with pytest.raises(ValueError):
         Sampler({}, max_device_watts=0)
+
+
+# ------------------------------------------------------------------ every sensor selectable
+
+def test_local_sampler_starts_exactly_the_chosen_sensors(tmp_path, monkeypatch):
+    """cpu rapl (a powercap tree: no estimate beside it), gpu nvidia-smi (a fake nvidia-smi), a NETIO
+    by URL; then cpu estimate with the chosen TDP, gpu dcgm=<URL>, no wall meter: each descriptor says its
+    role and what was asked for."""
+    from loadgen.sampling import SensorChoice
+    from tests.exporters.conftest import script
+
+    root = build_powercap(tmp_path / "sys", ZONES[:1])
+    monkeypatch.setenv("WATTSERVE_NVIDIA_SMI", str(script(tmp_path, "nvidia-smi", HERE / "fake_nvidia_smi.py")))
+    monkeypatch.delenv("NETIO_URL", raising=False)
+    netio, dcgm = NetioServer(NetioProfile(t0=time.time())), DcgmServer([200.0])
+    try:
+        first = LocalSampler(interval_s=0.25, powercap_root=root,
+                             choice=SensorChoice.parse("rapl", "nvidia-smi", netio.url))
+        first.start(tmp_path / "a")
+        time.sleep(2.5)
+        a = {d["name"]: d for d in first.stop()}
+        second = LocalSampler(interval_s=0.25, powercap_root=root,
+                              choice=SensorChoice.parse("estimate", f"dcgm={dcgm.url}", "none", tdp_watts=65))
+        second.start(tmp_path / "b")
+        time.sleep(1.0)
+        described = second.describe()
+        b = {d["name"]: d for d in second.stop()}
+    finally:
+        netio.close()
+        dcgm.close()
+    assert set(a) == {"host", "rapl", "nvml", "netio"}, a
+    assert {n: (d["role"], d["requested"]) for n, d in a.items()} == {
+        "host": ("host", None), "rapl": ("cpu", "rapl"), "nvml": ("gpu", "nvidia-smi"), "netio": ("wall", "url")}
+    assert a["nvml"]["source"] == "nvidia-smi" and a["nvml"]["available"], a["nvml"]
+    assert set(b) == {"host", "estimate", "dcgm"}, b
+    assert (b["dcgm"]["role"], b["dcgm"]["requested"], b["estimate"]["estimated"]) == ("gpu", "dcgm", True)
+    info = read_series(tmp_path / "b")
+    tdp = info[info["metric"] == "wattserve_estimate_info"]["labels"].iloc[-1]
+    assert (tdp["tdp_watts"], tdp["tdp_source"]) == ("65", "flag")
+    assert described["cpu"] == "estimate" and described["resolved"]["gpu"] == ["dcgm"]
+    assert described["resolved"]["wall"] == []

@@ -179,6 +179,17 @@ def test_shipped_specs():
     ({"protocol": {"rest_s": -1}}, "protocol.rest_s: Input should be greater than or equal to 0"),
     ({"protocol": {"warmup_s": "nan"}}, "protocol.warmup_s"),
     ({"name": "../escape"}, "name: String should match pattern"),
+    ({"protocol": {"sensors": {"cpu": "rapl", "gpux": "none"}}}, "protocol.sensors.gpux: unknown key (did you mean 'gpu'?)"),
+    ({"protocol": {"sensors": {"cpu": "turbo"}}}, "protocol.sensors.cpu: Input should be 'auto', 'rapl'"),
+    ({"protocol": {"sensors": {"gpu": "cuda"}}}, "protocol.sensors: gpu sensor 'cuda': choose one of"),
+    ({"protocol": {"sensors": {"cpu": "rapl", "tdp_watts": 65}}}, "tdp_watts/idle_watts set the estimate"),
+    ({"protocol": {"sensors": {"tdp_watts": 0}}}, "protocol.sensors.tdp_watts: Input should be greater than 0"),
+    ({"protocol": {"sensors": "maybe"}}, "protocol.sensors: true, false or a mapping"),
+    ({"protocol": {"sensors": {"wall": "http://u:pw@127.0.0.1:9/netio.json"}}}, "NETIO_USER / NETIO_PASSWORD"),
+    # valid, but not on this machine: said before anything starts
+    ({"protocol": {"sensors": {"cpu": "energibridge", "energibridge_bin": "/nonexistent/eb"}}},
+     "protocol.sensors: cpu sensor energibridge: no EnergiBridge binary '/nonexistent/eb'"),
+    ({"protocol": {"sensors": {"gpu": "dcgm=http://127.0.0.1:9/metrics"}}}, "protocol.sensors: gpu sensor dcgm"),
 ])
 def test_bad_specs_are_refused_before_anything_starts(tmp_path, change, message):
     change = dict(change)
@@ -187,6 +198,21 @@ def test_bad_specs_are_refused_before_anything_starts(tmp_path, change, message)
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr, r.stderr
     assert not (tmp_path / "results").exists()  # no folder, no service, no Locust
+
+
+def test_sensor_choice_in_a_spec(tmp_path):
+    """A mapping is the choice (checked like every key); true stays true, so the digest of a spec written
+    before sensors could be chosen does not change (its study resumes)."""
+    from loadgen.study import spec_digest
+
+    spec = load_spec(write_spec(tmp_path, protocol={"sensors": {"cpu": "estimate", "tdp_watts": 65, "gpu": "none",
+                                                                "wall": "none"}}))
+    choice = spec.protocol.sensors.choice()
+    assert (choice.cpu, choice.gpu, choice.wall, choice.tdp_watts) == ("estimate", "none", "none", 65.0)
+    old = load_spec(write_spec(tmp_path, name="old"))
+    assert old.protocol.sensors is True
+    assert old.protocol.model_dump(mode="json")["sensors"] is True and len(spec_digest(old)) == 64
+    assert check(spec, tmp_path / "s.yaml").study_dir.name == "s"
 
 
 def test_unreadable_specs_say_why(tmp_path):
