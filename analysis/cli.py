@@ -33,11 +33,15 @@ lists the models left out of each comparison.
 EPILOG = """\
 outputs (in OUT, default RESULTS/report/):
   runs.csv        one row per run (written first); empty cell = not measured
-  medians.csv     median over repetitions per model x configuration
-  aggregated.csv  mean of medians per size category x configuration (the study's Tables 4-5)
-  savings.csv     relative energy/time savings between configurations, per model and per category
-  stats.csv       Shapiro-Wilk, Levene, Welch ANOVA + Games-Howell or Kruskal-Wallis + Dunn (Holm)
-  figures/*.png   box plots per variable; power time series of one run
+  medians.csv     median over repetitions per model x configuration; <var>_provenance beside each
+                  energy column (measured | estimated | mixed = refused | missing)
+  aggregated.csv  mean of medians per size category x configuration (the study's Tables 4-5) over the
+                  category's complete block (models, left_out), <var>_provenance, refused
+  savings.csv     relative energy/time savings between configurations, per model and per category;
+                  provenance, refused (measured vs estimated, negative energy above idle)
+  stats.csv       Shapiro-Wilk, Levene, Welch ANOVA + Games-Howell or Kruskal-Wallis + Dunn (Holm);
+                  provenance, in_block; test "refused" for measured vs estimated energy
+  figures/*.png   box plots per variable; power time series of one run; figures.json: their texts
   report.md, report.html
 
 a --table CSV needs columns model, config and variables named as in runs.csv (energy_global_j,

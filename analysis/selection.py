@@ -58,14 +58,16 @@ def _sorted(field: str, values) -> list[str]:
 
 
 def left_out_fields(lo) -> dict:
-    """What an incomplete run folder's run.json says about it (fields it does not say are None)."""
-    out = {"study": None, "model": None, "config": None, "run_id": lo.run_id}
+    """What an incomplete run folder's run.json says about it (fields it does not say are None);
+    ``readable`` False when there is no readable run.json (nothing but the folder name is known)."""
+    out = {"study": None, "model": None, "config": None, "run_id": lo.run_id, "readable": False}
     try:
         m = json.loads((Path(lo.path) / "run.json").read_text())
     except (OSError, ValueError, TypeError):
         return out
     if not isinstance(m, dict):
         return out
+    out["readable"] = True
     study, model = m.get("study"), m.get("model")
     out["study"] = study.get("name") if isinstance(study, dict) else None
     if isinstance(model, dict) and (model.get("name") or model.get("source")):
@@ -78,14 +80,14 @@ def left_out_fields(lo) -> dict:
 def _column(runs: pd.DataFrame, field: str) -> pd.Series:
     if field not in runs:
         return pd.Series([None] * len(runs), index=runs.index, dtype=object)
-    return runs[field].where(runs[field].notna(), None).map(lambda v: None if v is None else str(v))
+    return runs[field].map(lambda v: None if v is None or (isinstance(v, float) and v != v) or v == "" else str(v))
 
 
 def apply(runs: pd.DataFrame, left_out: list, sel: Selection) -> tuple[pd.DataFrame, list, dict]:
     """(selected runs, selected incomplete folders, counts) or SelectionError.
 
-    An incomplete folder whose run.json does not say a field (e.g. a crash before run.json was written)
-    is kept by a filter on that field: it may be exactly the run the filter is after.
+    An incomplete folder without a readable run.json (e.g. a crash before run.json was written) is kept
+    by --study/--model/--config (it may be exactly the run the filter is after); --runs goes by its name.
     """
     active = sel.active()
     lo_fields = [left_out_fields(lo) for lo in left_out]
@@ -105,8 +107,10 @@ def apply(runs: pd.DataFrame, left_out: list, sel: Selection) -> tuple[pd.DataFr
     keep = pd.Series(True, index=runs.index)
     for field, wanted in active.items():
         keep &= _column(runs, field).isin(wanted)
-    keep_lo = [all(f[field] is None or f[field] in wanted for field, wanted in active.items()) for f in lo_fields]
-    if not keep.any() and not any(keep_lo):
+    keep_lo = [all((f[field] is None and not f["readable"] and field != "run_id") or f[field] in wanted
+                   for field, wanted in active.items()) for f in lo_fields]
+    known = [all(f[field] in wanted for field, wanted in active.items()) for f in lo_fields]
+    if not keep.any() and not any(known):
         present = "; ".join(f"{PLURAL[f]}: {', '.join(_sorted(f, _column(runs, f).dropna())[:20]) or 'none'}"
                             for f in active)
         raise SelectionError(f"no run matches {sel.describe()} together (each matches some run alone); {present}")
