@@ -12,6 +12,7 @@ pages counted once per process).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import psutil
@@ -31,6 +32,14 @@ class ProcessTree:
             self.root = None  # already gone: reported as process_up 0
         self.seen: dict[tuple[int, float], float] = {}
         self.dead_cpu_s = 0.0
+        self._procs: list[psutil.Process] = []
+        self._listed = -1e9
+
+    # Listing descendants walks all of /proc; a serving process tree changes rarely (engine threads are
+    # threads, not processes), so it is listed again every LIST_EVERY_S seconds, not at every scrape:
+    # this exporter's CPU lands in the measured window. A process that exits is dropped at once (its
+    # CPU kept); one that starts is counted from the next listing.
+    LIST_EVERY_S = 5.0
 
     def sample(self) -> tuple[float, int, int] | None:
         """(cpu seconds, rss bytes, processes), or None once the root process is gone."""
@@ -39,7 +48,9 @@ class ProcessTree:
         try:
             if not self.root.is_running() or self.root.status() == psutil.STATUS_ZOMBIE:
                 return None
-            procs = [self.root, *self.root.children(recursive=True)]
+            if time.monotonic() - self._listed >= self.LIST_EVERY_S:
+                self._procs, self._listed = [self.root, *self.root.children(recursive=True)], time.monotonic()
+            procs = self._procs
         except psutil.Error:
             return None
         current: dict[tuple[int, float], float] = {}
