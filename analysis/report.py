@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis import provenance as P
 from analysis.blocks import dedupe
-from analysis.catalog import ALL_VARIABLES, DEPENDENT_VARIABLES
+from analysis.catalog import ALL_VARIABLES
 from analysis.report_doc import Doc, cat_name, fmt, pretty, render_html, render_md, write  # noqa: F401
 from analysis.report_verdicts import USAGE, energy_variable, kinds, kinds_text, prov_table, rq1, rq2, rq3, vlabel
 from analysis.tables import FULL_MATCH, split_flags

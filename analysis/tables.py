@@ -119,13 +119,14 @@ def load_table(path: Path) -> pd.DataFrame:
             est = df[col].astype(str).str.lower().isin(["true", "1", "yes"])
             flags = [f + ([f"estimated:{dom}"] if e else []) for f, e in zip(flags, est)]
     df["flags"] = [join_flags(f) for f in flags]
-    ignored = [c for c in df.columns if c not in RUN_COLUMNS]
+    kept = [c for c in ("study",) if c in df and c not in RUN_COLUMNS]  # for --study selection
+    ignored = [c for c in df.columns if c not in RUN_COLUMNS and c not in kept]
     if ignored:
         warnings.append(f"columns not used: {', '.join(ignored)}")
     for col in RUN_COLUMNS:
         if col not in df:
             df[col] = np.nan
-    df = df[list(RUN_COLUMNS)]
+    df = df[list(RUN_COLUMNS) + kept]
     df.attrs["warnings"] = warnings
     df.attrs["columns"] = given
     return df

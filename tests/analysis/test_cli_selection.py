@@ -148,3 +148,16 @@ def test_make_analyze_passes_filters_only_when_given():
                                capture_output=True, text=True, check=True).stdout
     for opt in ("--study", "--model", "--config", "--runs"):
         assert opt in help_text
+
+
+def test_table_rows_are_selected_too(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"model": ["phi2", "phi2", "tinyllama"], "config": ["torch-cpu", "onnx-cpu", "torch-cpu"],
+                  "study": ["s1", "s2", "s1"], "time_s": [1.0, 2.0, 3.0]}).to_csv(path, index=False)
+    out = tmp_path / "out"
+    assert main(["--table", str(path), "--out", str(out), "--quiet", "--no-figures", "--study", "s1"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(zip(runs["model"], runs["config"])) == [("phi2", "torch-cpu"), ("tinyllama", "torch-cpu")]
+    assert "left out 1 by filter" in capsys.readouterr().out
+    assert main(["--table", str(path), "--out", str(out), "--quiet", "--no-figures", "--model", "phi3"]) == 2
+    assert "tinyllama" in capsys.readouterr().err
