@@ -86,13 +86,16 @@ ENERGY_DOMAINS = ("cpu", "gpu", "wall", "dram")
 
 # Columns of runs.csv, in order. Empty cell = not measured.
 RUN_COLUMNS = (
-    ["model", "size_category", "config", "rep"]
+    ["model", "size_category", "config", "rep", "study"]
     + list(DEPENDENT_VARIABLES)
     + ["run_id", "engine", "provider", "requests", "requests_ok", "prompt_tokens", "completion_tokens",
        "latency_median_s", "tokens_per_s", "energy_per_request_j", "energy_per_token_j", "energy_dram_j",
        "idle_power_cpu_w", "idle_power_gpu_w", "idle_power_wall_w",
        "dynamic_energy_cpu_j", "dynamic_energy_gpu_j", "dynamic_energy_wall_j", "dynamic_energy_global_j",
-       "idle_share", "energy_global_parts", "energy_global_estimated", "energy_global_provenance"]
+       "idle_share", "energy_global_parts", "energy_global_estimated", "energy_global_provenance",
+       "energy_global_complete", "wall_rest_j", "request_energy_median_j", "requests_prefill_j",
+       "requests_decode_j", "requests_resolved_share", "harness_cpu_s", "harness_share",
+       "harness_energy_cpu_j_estimated"]
     + [f"energy_{d}_{k}" for d in ENERGY_DOMAINS for k in ("source", "estimated", "method", "complete")]
     + ["output_match_rate", "output_reference", "energy_notes", "flags"]
 )
@@ -134,8 +137,3 @@ def model_sort_key(model: str) -> tuple[int, str]:
     return (order.index(model), model) if model in order else (len(order), model)
 
 
-def reference_config(config: str) -> str | None:
-    """The torch configuration whose token ids a configuration is compared with (same provider)."""
-    if "-" not in str(config):
-        return None
-    return "torch-" + str(config).rsplit("-", 1)[1]

@@ -325,7 +325,9 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         "protocol": {"rep": plan.rep, "reps": plan.reps, "warmup_s": plan.warmup_s, "cooldown_s": plan.cooldown_s,
                      "request_timeout_s": plan.request_timeout_s, "sample_interval_s": plan.sample_interval_s,
                      "ready_timeout_s": plan.ready_timeout_s, "stop_delay_s": plan.stop_delay_s,
-                     "bench_id": plan.bench_id, "order": plan.order, "order_seed": plan.order_seed, "clock": "time.time() of the bench process"},
+                     "bench_id": plan.bench_id, "order": plan.order, "order_seed": plan.order_seed,
+                     "clock": "time.time() on this host (the bench and Locust)",
+                     "sensors": sampler.describe() if hasattr(sampler, "describe") else None},
         "study": plan.study, "flags": [],
         "phases": phases, "prepare": None, "service": None,
         "host": host or host_info(), "software": software or software_versions(),
@@ -363,6 +365,8 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
 
         sampler.start(folder.path)
         sampling = True
+        if hasattr(sampler, "describe"):  # the sensor choice and what it started (loadgen/sampling.py)
+            manifest["protocol"]["sensors"] = sampler.describe()
         begin("load")
         service = start_service(plan.runner, cfg.name, plan.model, threads=plan.threads, precision=plan.precision,
                                 log_path=folder.path / "service.log", revision=plan.revision,

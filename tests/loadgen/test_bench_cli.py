@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.bench import PRESETS, parser, resolve_settings, schedule
+from loadgen.bench import PRESETS, header, parser, resolve_settings, schedule
 from loadgen.runners import RunnerError, choose_runner
 from tests.loadgen.conftest import run_bench
 
@@ -124,9 +124,23 @@ def test_defaults_env_preset_and_command_line_precedence():
     assert s.warmup_s == 10.0  # environment beats the preset
 
 
-def test_runs_are_interleaved_by_repetition():
-    s = resolve_settings(args("--config", "torch-cpu,onnx-cpu", "--reps", "2", "--runner", "native"), environ={})
-    assert schedule(s) == [(1, "torch-cpu"), (1, "onnx-cpu"), (2, "torch-cpu"), (2, "onnx-cpu")]
+def test_runs_are_interleaved_by_repetition_and_randomized_from_a_recorded_seed():
+    configs = ["torch-cpu", "onnx-cpu", "ov-cpu", "jit-cpu"]
+    base = ("--config", ",".join(configs), "--reps", "6", "--runner", "native")
+    fixed = resolve_settings(args(*base, "--fixed-order"), environ={})
+    assert fixed.shuffle is None
+    assert schedule(fixed) == [(rep, c) for rep in range(1, 7) for c in configs]
+    drawn = [resolve_settings(args(*base), environ={}) for _ in range(2)]
+    assert all(isinstance(s.shuffle, int) for s in drawn) and drawn[0].shuffle != drawn[1].shuffle  # drawn anew
+    order = schedule(drawn[0])
+    blocks = [[c for r, c in order if r == rep] for rep in range(1, 7)]
+    assert all(sorted(b) == sorted(configs) for b in blocks)  # every configuration once per repetition
+    assert len({tuple(b) for b in blocks}) > 1  # a fresh permutation per repetition, not one fixed order
+    again = resolve_settings(args(*base, "--shuffle", str(drawn[0].shuffle)), environ={})
+    assert schedule(again) == order  # the printed seed repeats the order
+    assert f"seed {drawn[0].shuffle}" in header(drawn[0], len(order))
+    with pytest.raises(SystemExit):
+        args(*base, "--fixed-order", "--shuffle", "3")
 
 
 def test_runner_choice():  # the docker cases in full: tests/loadgen/test_docker_runner.py
