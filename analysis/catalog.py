@@ -89,7 +89,7 @@ RUN_COLUMNS = (
     ["model", "size_category", "config", "rep", "study"]
     + list(DEPENDENT_VARIABLES)
     + ["run_id", "engine", "provider", "requests", "requests_ok", "prompt_tokens", "completion_tokens",
-       "latency_median_s", "tokens_per_s", "energy_per_request_j", "energy_per_token_j", "energy_dram_j",
+       "latency_median_s", "ttft_median_s", "tokens_per_s", "energy_per_request_j", "energy_per_token_j", "energy_dram_j",
        "idle_power_cpu_w", "idle_power_gpu_w", "idle_power_wall_w",
        "dynamic_energy_cpu_j", "dynamic_energy_gpu_j", "dynamic_energy_wall_j", "dynamic_energy_global_j",
        "idle_share", "energy_global_parts", "energy_global_estimated", "energy_global_provenance",

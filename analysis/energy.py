@@ -60,6 +60,8 @@ DCGM_ENERGY_NAMES = (DCGM_ENERGY, DCGM_ENERGY + "_total")  # the sampler, names 
 DCGM_POWER = "DCGM_FI_DEV_POWER_USAGE"                # W
 DROPPED = "dropped"  # the sampler's row for a bad sample it dropped (labels: metric, reason, value, ...)
 ENERGY_METRICS = frozenset({ENERGY, POWER, DCGM_POWER, *DCGM_ENERGY_NAMES})
+# every metric window_energy reads (energy_series keeps only these: many windows of one run cost less)
+WINDOW_ENERGY_METRICS = frozenset({*ENERGY_METRICS, SENSOR_UP, SENSOR_INFO, SCRAPE_UP, SAMPLE_TS, DROPPED})
 MIB = 1024 * 1024
 # wattserve gauge -> the DCGM series that stand for it (summed), with their scale to wattserve units
 DCGM_EQUIVALENTS: dict[str, list[tuple[str, float]]] = {
@@ -369,6 +371,11 @@ def window_energy(series: pd.DataFrame, start: float, end: float, *,
                                            r.method if r else "counter", False, {},
                                            f"no {domain} series of device(s) {', '.join(sorted(devices[domain]))}")
     return dict(sorted(result.items()))
+
+
+def energy_series(series: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``series`` that window_energy reads, for computing many windows of one run."""
+    return series[series["metric"].isin(WINDOW_ENERGY_METRICS)].reset_index(drop=True)
 
 
 class CumulativeEnergy:

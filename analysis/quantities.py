@@ -99,15 +99,15 @@ def idle_power(series, phases: Mapping, settle_s: float = SETTLE_S) -> tuple[dic
             continue
         a, b = _settled_part(float(ph["start"]), float(ph["end"]), settle_s)
         mid = (a + b) / 2
-        whole, first, second = (window_energy(series, x, y) for x, y in ((a, b), (a, mid), (mid, b)))
+        first, second = window_energy(series, a, mid), window_energy(series, mid, b)
         detail[name] = {"settled_from": a, "end": b, "watts": {}}
-        for dom, r in whole.items():
-            if dom not in IDLE_DOMAINS or r.joules is None:
+        for dom in first.keys() & second.keys():
+            j1, j2 = first[dom].joules, second[dom].joules
+            if dom not in IDLE_DOMAINS or j1 is None or j2 is None:
                 continue
-            watts = r.joules / (b - a)
-            p1 = first.get(dom).joules / (mid - a) if first.get(dom) and first[dom].joules is not None else None
-            p2 = second.get(dom).joules / (b - mid) if second.get(dom) and second[dom].joules is not None else None
-            settled = p1 is None or p2 is None or abs(p2 - p1) <= max(SETTLE_TOLERANCE * abs(p1), SETTLE_ABS_W)
+            watts = (j1 + j2) / (b - a)  # the whole settled part: its two halves, one counter
+            p1, p2 = j1 / (mid - a), j2 / (b - mid)
+            settled = abs(p2 - p1) <= max(SETTLE_TOLERANCE * abs(p1), SETTLE_ABS_W)
             per.setdefault(dom, []).append((name, watts, b - a, settled))
             detail[name]["watts"][dom] = {"mean": watts, "first_half": p1, "second_half": p2, "settled": settled}
     watts, flags = {}, []
@@ -141,8 +141,9 @@ def run_energy(series, phases: Mapping, *, host_gpus=None, devices: Mapping | No
     (``energy_<dom>_j`` / ``_source`` / ``_estimated`` / ``_method`` / ``_complete``, ``energy_global_*``,
     ``idle_power_<dom>_w``, ``dynamic_energy_<dom>_j``, ``idle_share``) plus ``flags`` and ``notes``.
     ``window`` defaults to phases.inference; ``devices`` restricts a domain to its serving devices."""
-    from analysis.energy import window_energy
+    from analysis.energy import energy_series, window_energy
 
+    series = energy_series(series)  # once: every window below reads only these rows
     t0, t1 = window or (float(phases["inference"]["start"]), float(phases["inference"]["end"]))
     seconds = t1 - t0
     kw = {"devices": devices} if devices else {}

@@ -38,7 +38,7 @@ USED_OF_TOTAL = {
     "gpu_mem_used_pct": ("wattserve_gpu_memory_used_bytes", "wattserve_gpu_memory_total_bytes"),
 }
 REQUEST_COLUMNS = ["index", "status", "prompt_tokens", "completion_tokens", "latency_s", "token_ids", "start", "end",
-                   "energy_j", "prefill_j", "decode_j", "energy_resolved"]
+                   "energy_j", "prefill_j", "decode_j", "energy_resolved", "ttft_s"]
 
 
 @dataclass
@@ -153,6 +153,9 @@ def read_requests(folder: Path, row: dict, record: RunRecord) -> tuple[float, fl
         idx = req["index"] if "index" in req else pd.Series(range(len(req)))
         for i, tok, good in zip(idx.to_numpy(), req["token_ids"].to_numpy(), ok.to_numpy()):
             record.digests[int(i)] = _digest(tok) if good else None
+    if "ttft_s" in req and ok.any():
+        ttft = pd.to_numeric(req.loc[ok, "ttft_s"], errors="coerce").dropna()
+        row["ttft_median_s"] = float(ttft.median()) if len(ttft) else None
     if "energy_j" in req:  # each request's own energy (loadgen: analysis/quantities.py request_energy)
         per = pd.to_numeric(req.loc[ok, "energy_j"], errors="coerce").dropna()
         row["request_energy_median_j"] = float(per.median()) if len(per) else None

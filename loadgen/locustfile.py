@@ -43,7 +43,8 @@ from collections import deque
 from pathlib import Path
 
 import gevent
-from locust import HttpUser, constant, events, task
+from locust import constant, events, task
+from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
@@ -52,7 +53,9 @@ try:
 except ImportError:  # run by hand without PYTHONPATH: Locust only puts this file's folder on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loadgen.prompts import PromptError, load_prompts  # noqa: E402
-from loadgen.runfolder import REQUEST_COLUMNS as COLUMNS  # noqa: E402
+from loadgen.runfolder import REQUEST_COLUMNS  # noqa: E402
+
+COLUMNS = (*REQUEST_COLUMNS, "ttft_s")  # + the service's first-token time, as seen from this client's start
 
 log = logging.getLogger("wattserve.loadgen")
 DEFAULT_MAX_LENGTH = 128  # the study's limit (prompt included), also the service's default
@@ -145,6 +148,9 @@ def _init(environment, **_) -> None:
     except (PromptError, ValueError) as exc:
         log.error("loadgen: %s", exc)
         raise SystemExit(2) from None  # an event listener's Exception would only be logged
+    # FastHttpUser (geventhttpclient): less CPU per request than the requests-based HttpUser, and
+    # Locust's CPU lands in the measured window. The request timeout is the user's network timeout.
+    PromptReplayUser.network_timeout = PromptReplayUser.connection_timeout = replay.timeout
     log.info("loadgen: %d prompts from %s (sha256 %s), limits %s, timeout %ss, rows -> %s",
              replay.prompts.count, replay.prompts.path, replay.prompts.sha256, replay.limits,
              replay.timeout, replay.csv_path or "(not recorded)")
@@ -165,7 +171,7 @@ def _stop_runner(environment) -> None:
         environment.runner.stop()
 
 
-class PromptReplayUser(HttpUser):
+class PromptReplayUser(FastHttpUser):
     """The one client: pops the next prompt, sends it, validates and records the answer."""
 
     fixed_count = 1
@@ -184,11 +190,11 @@ class PromptReplayUser(HttpUser):
         replay.sent += 1
         row = {"index": prompt.index, "task_id": prompt.task_id, "http_status": 0, "status": "failed",
                "server_latency_s": "", "prompt_tokens": "", "completion_tokens": "", "output": "",
-               "token_ids": "", "error": ""}
+               "token_ids": "", "error": "", "ttft_s": ""}
         start = time.time()
         try:
             with self.client.post("/v1/generate", json={"prompt": prompt.text, **replay.limits},
-                                  name="/v1/generate", timeout=replay.timeout, catch_response=True) as resp:
+                                  name="/v1/generate", catch_response=True) as resp:
                 end = time.time()
                 row["http_status"] = resp.status_code or 0
                 error = self.check(resp, row)
@@ -201,6 +207,9 @@ class PromptReplayUser(HttpUser):
             end = time.time()
             row["error"] = f"{type(exc).__name__}: {exc}"
         row.update(start=start, end=end, latency_s=end - start)
+        first = row.pop("first_token_at", None)
+        if isinstance(first, (int, float)) and start <= first <= end:  # one clock: the host's
+            row["ttft_s"] = first - start
         replay.record(row)
         if not replay.queue:
             replay.mark("inference_end")
@@ -208,8 +217,10 @@ class PromptReplayUser(HttpUser):
     @staticmethod
     def check(resp, row: dict) -> str | None:
         """Validate one answer and copy it into ``row``; return the failure message, if any."""
-        if resp.error is not None and not resp.status_code:
-            return f"{type(resp.error).__name__}: {resp.error}"
+        error = getattr(resp, "error", None)
+        error = getattr(error, "original", None) or error  # geventhttpclient's RetriesExceeded wraps the cause
+        if error is not None and not resp.status_code:
+            return f"{type(error).__name__}: {error}"
         if resp.status_code != 200:
             return f"HTTP {resp.status_code}: {resp.text[:500]}"
         try:
@@ -221,7 +232,7 @@ class PromptReplayUser(HttpUser):
                 return f"completion_tokens={body['completion_tokens']} but {len(ids)} token_ids"
             row.update(server_latency_s=float(body["latency_s"]), prompt_tokens=int(body["prompt_tokens"]),
                        completion_tokens=int(body["completion_tokens"]), output=str(body["text"]),
-                       token_ids=" ".join(map(str, ids)))
+                       token_ids=" ".join(map(str, ids)), first_token_at=body.get("first_token_at"))
         except (ValueError, KeyError, TypeError) as exc:
             return f"malformed response ({type(exc).__name__}: {exc}): {resp.text[:200]}"
         return None

@@ -85,5 +85,12 @@ class Edges:
         return t
 
     def on_request_edge(self, name: str) -> None:
-        """For the MarkServer: the replay's first request is about to go / its last answer is in."""
-        self.mark(name, scrape_first=name.endswith("_start"))
+        """For the MarkServer: the replay's first request is about to go / its last answer is in. Inside
+        the window the sampler only fetches (``defer``): its parsing and writing wait until after it."""
+        opening = name.endswith("_start")
+        defer = getattr(self.sampler, "defer", None)
+        if defer and not opening:
+            defer(False)
+        self.mark(name, scrape_first=opening)
+        if defer and opening:
+            defer(True)

@@ -191,6 +191,8 @@ def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, pro
             # sleep, then look: Popen.wait(timeout) would wake every few ms inside the measured window
             if replay.proc.poll() is not None or _sleep_until_exit(replay.proc, POLL_S):
                 exited = time.time()
+                if not service.alive():  # refused at once, every request: Locust can finish before we look
+                    raise service.died("during inference")
                 break
             if not service.alive():
                 raise service.died("during inference")
@@ -232,6 +234,7 @@ def summarize_rows(rows: list[dict], count: int, phases: dict) -> dict:
     inf = phases.get("inference") or {}
     time_s = (inf["end"] - inf["start"]) if "end" in inf and "start" in inf else None
     completion = sum(r["completion_tokens"] or 0 for r in ok)
+    ttft = [r["ttft_s"] for r in ok if r.get("ttft_s") is not None]  # the service's first token, client clock
     return {
         "requests": count,
         "recorded": len(rows),
@@ -240,6 +243,7 @@ def summarize_rows(rows: list[dict], count: int, phases: dict) -> dict:
         "not_sent": count - len(rows),
         "time_s": time_s,
         "median_latency_s": statistics.median(r["latency_s"] for r in ok) if ok else None,
+        "median_ttft_s": statistics.median(ttft) if ttft else None,
         "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in ok),
         "completion_tokens": completion,
         "tokens_per_s": tokens_per_s(completion, time_s),

@@ -95,6 +95,7 @@ class _Target:
     done: int = 0                  # scrapes finished (mark() waits for one that began after it)
     busy: bool = False             # a scrape is in flight
     kick: threading.Event = field(default_factory=threading.Event)  # scrape now (mark)
+    pending: list = field(default_factory=list)  # (t, body, error) fetched while deferred, not yet processed
 
 
 class _Scraper:
@@ -167,6 +168,7 @@ class Sampler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._done = threading.Condition()  # a target finished a scrape (for mark())
+        self._deferred = threading.Event()  # parse later (defer())
         self._threads: list[threading.Thread] = []
         self._writer: SeriesWriter | None = None
         self.path: Path | None = None
@@ -194,6 +196,10 @@ class Sampler:
         for th in self._threads:
             th.join(self.timeout_s + 5)
         self._threads = []
+        self._deferred.clear()
+        for tgt in self.targets.values():  # a backlog left by a window that ended with the run
+            while tgt.pending:
+                self._process(tgt, *tgt.pending.pop(0))
         with self._lock:
             if self._writer is not None:
                 self._writer.close()
@@ -242,6 +248,21 @@ class Sampler:
         except Exception as e:
             error = self._scrub(f"{type(e).__name__}: {e}")
         t = (t0 + time.time()) / 2
+        if self._deferred.is_set():  # inside the measured window: parse later, off the window
+            tgt.pending.append((t, text, error))
+            return
+        while tgt.pending:  # the window's backlog first, in order, in this target's own thread
+            self._process(tgt, *tgt.pending.pop(0))
+        self._process(tgt, t, text, error)
+
+    def defer(self, on: bool) -> None:
+        """While on, scrapes are fetched but not parsed, checked or written: the bodies wait in memory
+        and are processed, in order, by the next scrape after it is turned off (or by ``stop``). The
+        protocol turns it on for the inference window, whose CPU the harness should not share; a run
+        that crashes inside the window loses those samples (it is failed anyway)."""
+        (self._deferred.set if on else self._deferred.clear)()
+
+    def _process(self, tgt: _Target, t: float, text: str | None, error: str | None) -> None:
         rows: list[tuple] = []
         if text is not None:
             try:
@@ -425,6 +446,11 @@ class LocalSampler:
     def mark(self) -> bool:
         """Scrape every exporter now (Sampler.mark): the protocol's phase edges."""
         return self._sampler.mark() if self._sampler is not None else False
+
+    def defer(self, on: bool) -> None:
+        """Sampler.defer: parse the inference window's scrapes after it."""
+        if self._sampler is not None:
+            self._sampler.defer(on)
 
     def service_started(self, pid: int) -> None:
         tmp = self.pid_file.with_suffix(".tmp")

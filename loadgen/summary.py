@@ -18,7 +18,7 @@ from analysis.quantities import reference_config
 from loadgen.runfolder import MANIFEST, REQUESTS, read_requests
 
 COLUMNS = ("run", "config", "model", "status", "requests ok/total", "inference s", "median latency s",
-           "tokens/s", "energy", "idle W", "J/request", "harness CPU", "agreement vs torch")
+           "median TTFT s", "tokens/s", "energy", "idle W", "J/request", "harness CPU", "agreement vs torch")
 
 
 def serving_devices(manifest: dict) -> dict | None:
@@ -88,6 +88,7 @@ def summarize(run_dir: Path) -> dict:
         "requests_total": (m.get("prompts") or {}).get("count"),
         "inference_s": s.get("time_s"),
         "median_latency_s": s.get("median_latency_s"),
+        "median_ttft_s": s.get("median_ttft_s"),
         "tokens_per_s": s.get("tokens_per_s"),
         "energy": energy_cell(m),
         "energy_global_j": (s.get("energy") or {}).get("energy_global_j"),
@@ -161,7 +162,8 @@ def comparison_table(summaries: list[dict]) -> str:
     for s, agree in zip(summaries, agreement_cells(summaries)):
         rows.append((s["run_id"], s["config"], s["model"] or "-", s["status"],
                      f"{s['requests_ok']}/{s['requests_total']}", _num(s["inference_s"], ".1f"),
-                     _num(s["median_latency_s"], ".3f"), _num(s["tokens_per_s"], ".1f"), s["energy"],
+                     _num(s["median_latency_s"], ".3f"), _num(s["median_ttft_s"], ".4f"),
+                     _num(s["tokens_per_s"], ".1f"), s["energy"],
                      idle_cell(s), per_request_cell(s), _percent(s["harness_share"]), agree))
     widths = [max(len(str(c)) for c in col) for col in zip(COLUMNS, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731

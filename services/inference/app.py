@@ -220,7 +220,8 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
         return GenerateResponse(
             text=gen.text, token_ids=gen.token_ids, prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.completion_tokens, started_at=gen.started_at,
-            finished_at=gen.finished_at, latency_s=gen.latency_s, config=service.config.name,
+            finished_at=gen.finished_at, latency_s=gen.latency_s, first_token_at=gen.first_token_at,
+            config=service.config.name,
             model=service.model.name,
         )
 

@@ -32,6 +32,8 @@ class GenerateResponse(BaseModel):
     started_at: float = Field(description="epoch seconds, UTC")
     finished_at: float = Field(description="epoch seconds, UTC")
     latency_s: float
+    first_token_at: float | None = Field(None, description="epoch seconds, UTC: the first new token existed "
+                                         "(time to first token = first_token_at - started_at)")
     config: str
     model: str
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from services.inference.configs import ServingConfig
 from services.inference.engines import Engine, EngineSettings, engine_class
+from services.inference.engines.base import FirstTokenClock
 from services.inference.schemas import DEFAULT_MAX_LENGTH
 from services.models.resolve import ModelSpec, context_length, materialize
 
@@ -40,6 +41,7 @@ class Generation:
     started_at: float
     finished_at: float
     hit_eos: bool
+    first_token_at: float | None = None  # when the first new token existed (engine streamer), epoch s
 
     @property
     def latency_s(self) -> float:
@@ -159,9 +161,10 @@ class InferenceService:
         if not ids:
             raise InvalidRequest("prompt tokenizes to no tokens", "prompt")
         new = self.limits(len(ids), max_new_tokens, max_length)
+        clock = FirstTokenClock()
         with self._lock:
             started = time.time()
-            out = self.engine.generate(ids, new, new if ignore_eos else 0)
+            out = self.engine.generate(ids, new, new if ignore_eos else 0, streamer=clock)
             finished = time.time()
         return Generation(
             text=self.tokenizer.decode(out, skip_special_tokens=True),
@@ -171,6 +174,7 @@ class InferenceService:
             started_at=started,
             finished_at=finished,
             hit_eos=bool(out) and out[-1] in self.eos_ids and not ignore_eos,
+            first_token_at=clock.first_token_at,
         )
 
     def gpu_uuids(self) -> list[str]:

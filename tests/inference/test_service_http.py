@@ -19,7 +19,7 @@ from tests.conftest import ROOT, Server, free_port
 
 PROMPTS = read_prompts(PAPER_PROMPTS)
 RESPONSE_KEYS = {"text", "token_ids", "prompt_tokens", "completion_tokens", "started_at", "finished_at",
-                 "latency_s", "config", "model"}
+                 "latency_s", "first_token_at", "config", "model"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,12 @@ def test_generate_contract(start_server, config):
     assert before <= body["started_at"] <= body["finished_at"] <= time.time()
     assert body["latency_s"] == pytest.approx(body["finished_at"] - body["started_at"])
     assert isinstance(body["text"], str) and body["text"]
+    # every engine tells when its first new token existed: after the prefill, before the end
+    assert body["started_at"] < body["first_token_at"] <= body["finished_at"]
+    long = server.client.post("/v1/generate", json={"prompt": PROMPTS[0], "max_new_tokens": 40,
+                                                    "ignore_eos": True}).json()
+    ttft = long["first_token_at"] - long["started_at"]
+    assert 0 < ttft < long["latency_s"] / 5  # one token of 40 (prefill included), not the whole request
 
 
 @pytest.mark.parametrize("config", CPU_CONFIGS)

@@ -77,7 +77,7 @@ def test_replay_records_ok_refused_and_timed_out_requests(tmp_path, stub):
     assert [b["prompt"] for b in Stub.seen] == PROMPTS  # each once, in order
     assert all(b["max_new_tokens"] == 5 and "max_length" not in b for b in Stub.seen)
     with open(rows_csv, newline="") as fh:
-        assert tuple(csv.DictReader(fh).fieldnames) == REQUEST_COLUMNS
+        assert tuple(csv.DictReader(fh).fieldnames) == (*REQUEST_COLUMNS, "ttft_s")
     rows = read_requests(rows_csv)
     assert [r["index"] for r in rows] == [0, 1, 2, 3]
     assert [r["status"] for r in rows] == ["ok", "failed", "failed", "ok"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import statistics
 
 import psutil
 import pytest
@@ -80,6 +81,9 @@ def test_bench_replays_every_prompt_once_in_order_inside_the_window(tmp_path, ti
         assert m["harness_overhead"]["window"] == "inference"
         assert all(x["energy_j"] > 0 and x["energy_provenance"] == e["energy_global_provenance"] for x in rows)
         assert sum(x["energy_j"] for x in rows) == pytest.approx(e["energy_global_j"], rel=0.05)
+        assert all(0 < x["ttft_s"] <= x["latency_s"] for x in rows)  # the service's first token, this clock
+        assert all(x["prefill_j"] + x["decode_j"] == pytest.approx(x["energy_j"]) for x in rows)
+        assert m["summary"]["median_ttft_s"] == pytest.approx(statistics.median(x["ttft_s"] for x in rows))
         assert all(a["end"] <= b["start"] for a, b in zip(rows, rows[1:]))  # one at a time, in order
         assert all(0 < x["server_latency_s"] <= x["latency_s"] for x in rows)
 

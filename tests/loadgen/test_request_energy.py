@@ -1,5 +1,6 @@
 """Per-request energy through the production path: a real RAPL exporter over a simulated powercap tree
-whose counter wraps inside one request, scraped by the real Sampler (with marks at the window's edges)
+whose counter wraps inside one request, scraped by the real Sampler (with marks at the window's edges
+and its parsing deferred inside the window, as the protocol does)
 into series.csv, then analysis/quantities.py — against the analytic truth."""
 
 from __future__ import annotations
@@ -37,14 +38,25 @@ def test_a_rapl_wrap_inside_one_request_keeps_every_requests_energy_within_half_
     while not (tmp_path / "t0").exists():
         time.sleep(0.01)
     t0 = float((tmp_path / "t0").read_text())
-    for edge in (REQUESTS[0][0], REQUESTS[-1][1]):  # the protocol marks the window's edges
-        time.sleep(max(0.0, t0 + edge - time.time()))
-        assert sampler.mark()
+    # the protocol marks the window's edges, and defers the sampler's parsing and writing inside it
+    time.sleep(max(0.0, t0 + REQUESTS[0][0] - time.time()))
+    assert sampler.mark()
+    sampler.defer(True)
+    time.sleep(0.3)  # let a write that began before the deferral land
+    size = (tmp_path / "series.csv").stat().st_size
+    time.sleep(max(0.0, t0 + REQUESTS[-1][1] - time.time()))
+    assert (tmp_path / "series.csv").stat().st_size == size  # nothing parsed or written in the window
+    sampler.defer(False)
+    assert sampler.mark()
     assert sim.wait(SIM_S + 30) == 0
     time.sleep(0.3)
     sampler.stop()
 
     series = read_series(tmp_path)
+    scrapes = series[(series["sensor"] == "rapl") & (series["metric"] == "up")]["t"].to_numpy()
+    inside = scrapes[(scrapes > t0 + REQUESTS[0][0] + 0.5) & (scrapes < t0 + REQUESTS[-1][1] - 0.5)]
+    assert len(inside) >= 0.8 * (REQUESTS[-1][1] - REQUESTS[0][0] - 1) / 0.1  # deferred, not lost
+    assert (scrapes[1:] >= scrapes[:-1]).all()  # and written in order
     rows = [{"index": i, "status": "ok", "start": t0 + a, "end": t0 + b} for i, (a, b) in enumerate(REQUESTS)]
     span = Q.request_span(rows)
     phases = {"inference": {"start": span[0], "end": span[1]}}

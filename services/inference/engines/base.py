@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,11 @@ class Engine(abc.ABC):
         """Load the (prepared) model onto the configuration's device."""
 
     @abc.abstractmethod
-    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0) -> list[int]:
-        """Greedy-decode up to ``max_new_tokens`` new ids; EOS is blocked before ``min_new_tokens``."""
+    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
+                 streamer: "FirstTokenClock | None" = None) -> list[int]:
+        """Greedy-decode up to ``max_new_tokens`` new ids; EOS is blocked before ``min_new_tokens``.
+        ``streamer`` (transformers' streamer protocol: ``put`` the prompt, then each new token;
+        ``end``) is told as tokens are produced."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -128,3 +132,20 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     tmp.replace(path)
 
+
+class FirstTokenClock:
+    """A transformers-style streamer that only notes when the first new token exists: its first
+    ``put`` is the prompt (transformers' protocol), its second the first generated token. Epoch
+    seconds, the service's clock (the host's, as the bench's)."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.first_token_at: float | None = None
+
+    def put(self, value) -> None:
+        self.puts += 1
+        if self.puts == 2:
+            self.first_token_at = time.time()
+
+    def end(self) -> None:
+        pass

@@ -147,11 +147,12 @@ def _module_base():
 
 
 def greedy_loop(prefill, decode, input_ids: list[int], max_new_tokens: int, min_new_tokens: int,
-                eos_ids: list[int], device: str) -> list[int]:
+                eos_ids: list[int], device: str, streamer=None) -> list[int]:
     """Greedy decoding over the two graphs, token for token what HF ``generate`` does.
 
     EOS is set to -inf while fewer than ``min_new_tokens`` ids exist (HF's MinNewTokensLength
     processor); generation stops after an EOS (which is returned) or ``max_new_tokens`` ids.
+    ``streamer`` hears the prompt and then each new token, as transformers' streamers do.
     """
     import torch
 
@@ -160,6 +161,8 @@ def greedy_loop(prefill, decode, input_ids: list[int], max_new_tokens: int, min_
     n = len(input_ids)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     new: list[int] = []
+    if streamer is not None:
+        streamer.put(input_ids)
     with torch.inference_mode():
         logits, past = prefill(
             torch.tensor([input_ids], dtype=torch.long, device=device),
@@ -171,7 +174,11 @@ def greedy_loop(prefill, decode, input_ids: list[int], max_new_tokens: int, min_
                 logits[:, eos] = float("-inf")
             token = int(logits.argmax(-1))
             new.append(token)
+            if streamer is not None:
+                streamer.put([token])
             if token in eos_ids or len(new) >= max_new_tokens:
+                if streamer is not None:
+                    streamer.end()
                 return new
             total = n + len(new)
             logits, past = decode(
@@ -405,7 +412,8 @@ class JitEngine(Engine):
             raise EngineError(f"jit artifact {folder} was built for another model or format; delete it to rebuild it")
         return meta
 
-    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0) -> list[int]:
+    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
+                 streamer=None) -> list[int]:
         if not input_ids:
             raise ValueError("input_ids is empty")
         if len(input_ids) + max_new_tokens > self.context_length:
@@ -414,7 +422,7 @@ class JitEngine(Engine):
                 f"length {self.context_length}"
             )
         return greedy_loop(self.prefill, self.decode, input_ids, max_new_tokens, min_new_tokens,
-                           self.eos_ids, self.config.device)
+                           self.eos_ids, self.config.device, streamer)
 
     def describe(self) -> dict[str, Any]:
         meta = self.meta or {}

@@ -75,7 +75,8 @@ class OnnxEngine(Engine):
         if not self.model_obj.use_cache:
             raise EngineError("the ONNX export has no KV cache; delete the artifact and prepare again")
 
-    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0) -> list[int]:
+    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
+                 streamer=None) -> list[int]:
         import torch
 
         device = self.model_obj.device
@@ -84,5 +85,6 @@ class OnnxEngine(Engine):
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             generation_config=greedy_generation_config(self.model_obj, max_new_tokens, min_new_tokens),
+            streamer=streamer,
         )
         return out[0, len(input_ids):].tolist()

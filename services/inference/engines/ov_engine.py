@@ -82,7 +82,8 @@ class OpenVinoEngine(Engine):
         return {**super().describe(), "ov_config": self.ov_config(),
                 "runtime_precision": getattr(self, "runtime_precision", None)}
 
-    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0) -> list[int]:
+    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
+                 streamer=None) -> list[int]:
         import torch
 
         ids = torch.tensor([input_ids], dtype=torch.long)
@@ -90,5 +91,6 @@ class OpenVinoEngine(Engine):
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             generation_config=greedy_generation_config(self.model_obj, max_new_tokens, min_new_tokens),
+            streamer=streamer,
         )
         return out[0, len(input_ids):].tolist()

@@ -25,7 +25,8 @@ class TorchEngine(Engine):
             .eval()
         )
 
-    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0) -> list[int]:
+    def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
+                 streamer=None) -> list[int]:
         import torch
 
         ids = torch.tensor([input_ids], dtype=torch.long, device=self.config.device)
@@ -34,5 +35,6 @@ class TorchEngine(Engine):
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 generation_config=greedy_generation_config(self.model_obj, max_new_tokens, min_new_tokens),
+                streamer=streamer,
             )
         return out[0, len(input_ids):].tolist()
