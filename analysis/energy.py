@@ -407,19 +407,15 @@ def _cumulative_power(t: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.diff(t) * (w[1:] + w[:-1]) / 2)])
 
 
-def _device_ok(labels: Mapping[str, str], devices) -> bool:
-    if not devices:
-        return True
-    ids = {labels.get(k) for k in ("uuid", "UUID", "device")}
-    return bool(ids & set(devices))
-
-
 def cumulative_energy(series: pd.DataFrame, domain: str, source: str | None, *,
                       devices=None) -> CumulativeEnergy | None:
     """The cumulative energy of ``domain`` from ``source`` (as :func:`window_energy` chose it), or None
-    when that source has no series. Counters are preferred to power, as in window_energy."""
+    when that source has no series. Counters are preferred to power, as in window_energy; ``devices``
+    keeps only those devices' series (select_devices, as window_energy's ``devices``)."""
     if source is None:
         return None
+    if devices:
+        series, _ = select_devices(series, {domain: devices})
     clocks = _sensor_clocks(series)
 
     def timed(sensor: str, t: np.ndarray) -> np.ndarray:
@@ -429,25 +425,19 @@ def cumulative_energy(series: pd.DataFrame, domain: str, source: str | None, *,
     curves = []
     if source == "dcgm" and domain == "gpu":
         for sensor, lab, t, v in [g for name in DCGM_ENERGY_NAMES for g in _series_of(series, name)]:
-            if _device_ok(lab, devices):
-                t, v = _prep(t, v / 1000.0)
-                curves.append((t, _cumulative_counter(t, v)))
-        if not curves:
-            for sensor, lab, t, v in _series_of(series, DCGM_POWER):
-                if _device_ok(lab, devices):
-                    t, v = _prep(t, v)
-                    curves.append((t, _cumulative_power(t, v)))
+            t, v = _prep(t, v / 1000.0)
+            curves.append((t, _cumulative_counter(t, v)))
+        for sensor, lab, t, v in [] if curves else _series_of(series, DCGM_POWER):
+            t, v = _prep(t, v)
+            curves.append((t, _cumulative_power(t, v)))
     else:
         want = {"domain": domain, "source": source}
         for sensor, lab, t, v in _series_of(series, ENERGY, labels=want):
-            if _device_ok(lab, devices):
-                t, v = _prep(timed(sensor, t), v)
-                curves.append((t, _cumulative_counter(t, v)))
-        if not curves:
-            for sensor, lab, t, v in _series_of(series, POWER, labels=want):
-                if _device_ok(lab, devices):
-                    t, v = _prep(timed(sensor, t), v)
-                    curves.append((t, _cumulative_power(t, v)))
+            t, v = _prep(timed(sensor, t), v)
+            curves.append((t, _cumulative_counter(t, v)))
+        for sensor, lab, t, v in [] if curves else _series_of(series, POWER, labels=want):
+            t, v = _prep(timed(sensor, t), v)
+            curves.append((t, _cumulative_power(t, v)))
     curves = [(t, c) for t, c in curves if len(t) > 1]
     return CumulativeEnergy(curves) if curves else None
 

@@ -127,6 +127,13 @@ def above_idle(joules, idle_w, seconds) -> float | None:
 
 # ---------------------------------------------------------------- one run's energy
 
+def serving_devices(manifest: Mapping) -> dict | None:
+    """The devices a run's energy counts: the serving GPU(s) by UUID where the service names them
+    (run.json service.gpu_uuids); the other boards are present (host.gpus) but not counted."""
+    uuids = (manifest.get("service") or {}).get("gpu_uuids")
+    return {"gpu": list(uuids)} if uuids else None
+
+
 def global_parts(readings: Mapping, host_gpus) -> tuple[tuple[str, ...], list[str]]:
     """Which domains make up global energy for this run, and the flags that choice raises."""
     no_gpu_host = isinstance(host_gpus, list) and not host_gpus

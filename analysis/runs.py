@@ -173,8 +173,7 @@ def energy_columns(series: pd.DataFrame, manifest: dict, row: dict, window: tupl
     """The run's energy, idle power and energy above idle (analysis/quantities.py run_energy, the same
     function the bench table uses), then utilization over the same window."""
     from analysis import energy as E
-    from analysis.quantities import run_energy, wall_check
-    from loadgen.summary import serving_devices
+    from analysis.quantities import run_energy, serving_devices, wall_check
 
     energy = run_energy(series, manifest["phases"], host_gpus=(manifest.get("host") or {}).get("gpus"),
                         devices=serving_devices(manifest), window=window)

@@ -40,7 +40,7 @@ from loadgen.overhead import overhead as cpu_overhead
 from loadgen.overhead import snapshot as cpu_snapshot
 from loadgen.prompts import PromptSet
 from loadgen.replay import LocustReplay
-from loadgen.runfolder import SCHEMA, RunFolder, read_requests
+from loadgen.runfolder import SCHEMA, RunFolder
 from loadgen.runners import (ROOT, NativeService, RunnerError, child_env, die_with_parent, log_tail, prepare_command,
                              start_service)
 from loadgen.sampling import NullSampler, Sampler
@@ -162,7 +162,7 @@ def idle(service: NativeService, seconds: float, phase: str) -> None:
         time.sleep(min(0.2, left))
 
 
-POLL_S = 0.5  # how often the bench looks at the replay's progress (its own CPU lands in the window)
+POLL_S = 1.0  # how often the bench looks at the replay's progress (its own CPU lands in the window)
 
 
 def _sleep_until_exit(proc: subprocess.Popen, seconds: float) -> bool:
@@ -330,8 +330,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                      "request_timeout_s": plan.request_timeout_s, "sample_interval_s": plan.sample_interval_s,
                      "ready_timeout_s": plan.ready_timeout_s, "stop_delay_s": plan.stop_delay_s,
                      "bench_id": plan.bench_id, "order": plan.order, "order_seed": plan.order_seed,
-                     "clock": "time.time() on this host (the bench and Locust)",
-                     "sensors": sampler.describe() if hasattr(sampler, "describe") else None},
+                     "clock": "time.time() on this host (the bench and Locust)", "sensors": None},
         "study": plan.study, "flags": [],
         "phases": phases, "prepare": None, "service": None,
         "host": host or host_info(), "software": software or software_versions(),
@@ -406,7 +405,8 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         with signals_deferred():
             for ph in phases.values():
                 ph.setdefault("end", time.time())
-            split_replay(phases, read_requests(folder.raw_requests_path) if folder.raw_requests_path.exists() else [])
+            rows = folder.finalize_requests()  # Locust is stopped: its rows are all there
+            split_replay(phases, rows)
             progress.set_phase("stop")
             if service is not None:
                 manifest["service_exit_code"] = service.stop()
@@ -415,7 +415,6 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                     manifest["sensors"] = sampler.stop()
                 except Exception as exc:  # no sensors is recorded as such, the run itself stands
                     manifest["sampler_error"] = f"{type(exc).__name__}: {exc}"
-            rows = folder.finalize_requests()
             summary = summarize_rows(rows, plan.prompts.count, phases)
             if sampling:
                 try:

@@ -21,16 +21,10 @@ COLUMNS = ("run", "config", "model", "status", "requests ok/total", "inference s
            "median TTFT s", "tokens/s", "energy", "idle W", "J/request", "harness CPU", "agreement vs torch")
 
 
-def serving_devices(manifest: dict) -> dict | None:
-    """The devices a run's energy counts: the serving GPU(s) by UUID where the service names them."""
-    uuids = (manifest.get("service") or {}).get("gpu_uuids")
-    return {"gpu": list(uuids)} if uuids else None
-
-
 def energy_summary(run_dir: Path, phases: dict, rows: list[dict], manifest: dict) -> tuple[dict, list[dict]]:
     """The run's energy figures (analysis/quantities.py run_energy: the same function ``make analyze``
     uses, so the bench table and runs.csv agree) and each request's own energy, for requests.csv."""
-    from analysis.quantities import per_unit, request_energy, run_energy, wall_check
+    from analysis.quantities import per_unit, request_energy, run_energy, serving_devices, wall_check
     from loadgen.runfolder import read_series
 
     series = read_series(run_dir)

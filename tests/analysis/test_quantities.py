@@ -174,3 +174,23 @@ def test_request_span_is_first_start_to_last_end():
         == (5.0, 9.5)
     assert Q.request_span([]) is None
     assert Q.tokens_per_s(100, 4.0) == 25.0 and Q.tokens_per_s(0, 4.0) is None
+
+
+def test_only_the_serving_gpu_counts_in_the_run_and_in_each_request():
+    times = np.arange(0.013, 45.0, 0.1)
+    gpus = {"GPU-serving": 300.0, "GPU-idle-neighbour": 60.0}
+    frames = [series_of(times, RAPL)]
+    for uuid, watts in gpus.items():
+        lab = {"domain": "gpu", "device": uuid[-4:], "uuid": uuid, "source": "nvml", "estimated": "false",
+               "method": "counter"}
+        frames.append(pd.DataFrame({"t": times, "sensor": "nvml", "metric": "wattserve_energy_joules_total",
+                                    "labels": [lab] * len(times), "value": watts * times}))
+    series = pd.concat(frames).sort_values("t", kind="stable").reset_index(drop=True)
+    devices = Q.serving_devices({"service": {"gpu_uuids": ["GPU-serving"]}})
+    e = Q.run_energy(series, PHASES, host_gpus=[{"uuid": u} for u in gpus], devices=devices)
+    seconds = PHASES["inference"]["end"] - PHASES["inference"]["start"]
+    assert e["energy_gpu_j"] == pytest.approx(300.0 * seconds, rel=1e-6)  # the neighbour is not counted
+    (p,) = Q.request_energy(series, requests([(12.0, 15.0)]), e, devices=devices)
+    assert p["energy_j"] == pytest.approx(truth(12.0, 15.0) + 300.0 * 3.0, rel=0.005)
+    everything = Q.run_energy(series, PHASES, host_gpus=[{"uuid": u} for u in gpus])
+    assert everything["energy_gpu_j"] == pytest.approx(360.0 * seconds, rel=1e-6)  # without the filter: both
