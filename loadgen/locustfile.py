@@ -148,8 +148,9 @@ def _init(environment, **_) -> None:
     except (PromptError, ValueError) as exc:
         log.error("loadgen: %s", exc)
         raise SystemExit(2) from None  # an event listener's Exception would only be logged
-    # FastHttpUser (geventhttpclient): less CPU per request than the requests-based HttpUser, and
-    # Locust's CPU lands in the measured window. The request timeout is the user's network timeout.
+    # FastHttpUser (geventhttpclient): half the CPU of the requests-based HttpUser (164 requests to
+    # onnx-cpu/tiny: 0.21 s against 0.45 s), and Locust's CPU lands in the measured window. The
+    # request timeout is the user's network timeout.
     PromptReplayUser.network_timeout = PromptReplayUser.connection_timeout = replay.timeout
     log.info("loadgen: %d prompts from %s (sha256 %s), limits %s, timeout %ss, rows -> %s",
              replay.prompts.count, replay.prompts.path, replay.prompts.sha256, replay.limits,
