@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -48,7 +49,7 @@ SIDECAR = "figures.json"
 
 def figure_texts(fig) -> dict:
     """The words a figure shows: suptitle, axes titles and labels, legend entries."""
-    sup = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    sup = fig._suptitle.get_text().replace("\n", " ") if getattr(fig, "_suptitle", None) is not None else ""
     legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     return {
         "suptitle": sup,
@@ -155,7 +156,9 @@ def _box_plot(runs: pd.DataFrame, var: str, out_dir: Path) -> tuple[Path, dict]:
     else:
         said, ylab = "", name
     axes[0][0].set_ylabel(ylab)
-    fig.suptitle(f"{name} by configuration (box = repetitions of one model){said}", fontsize=10)
+    title = f"{name} by configuration (box = repetitions of one model){said}"
+    width_chars = int(fig.get_figwidth() * 72 / 6)  # about 6 points per character at 10 pt
+    fig.suptitle(textwrap.fill(title, max(30, width_chars)), fontsize=10)  # a narrow figure wraps it
     handles = [Patch(facecolor=colours[m], label=m) for m in all_models]
     if P.ESTIMATED in kinds:
         handles.append(Patch(facecolor="white", edgecolor="black", hatch=HATCH[P.ESTIMATED], label="estimated energy"))
