@@ -19,7 +19,8 @@ from pathlib import Path
 
 import psutil
 
-from loadgen.sampler import Sampler, start_local_exporters
+from loadgen.local_exporters import start_local_exporters
+from loadgen.sampler import Sampler
 
 
 def cpu_s(p: psutil.Process) -> float:

@@ -1,4 +1,5 @@
-"""How much CPU does the measuring harness itself take while the service answers prompts?
+"""How much CPU does the measuring harness itself take while the service answers prompts, and what
+share of the CPU energy does that stand for (an estimate)?
 
 Snapshots at the inference window's edges: the harness = this bench process (sampler thread,
 progress, protocol), its children that are not the service (exporters, Locust) and, once reaped,
@@ -79,3 +80,25 @@ def overhead(start: CpuSnapshot, end: CpuSnapshot) -> dict:
         "harness_share_of_service": round(harness / service, 5) if service > 1e-3 else None,
         "harness_cpu_s_by_role": {k: v for k, v in by_role.items() if v},
     }
+
+
+def harness_overhead(edges, replay_start: CpuSnapshot, replay_end: CpuSnapshot) -> dict:
+    """Harness CPU over the inference window, from the snapshots at its marked edges (over the whole
+    replay, Locust's start-up included, where the edges were not marked — said so in ``window``)."""
+    a, b = edges.seen.get("inference_start"), edges.seen.get("inference_end")
+    if a and b and a["cpu"] is not None and b["cpu"] is not None:
+        return {**overhead(a["cpu"], b["cpu"]), "window": "inference"}
+    return {**overhead(replay_start, replay_end), "window": "replay (edges not marked)"}
+
+
+def harness_energy(harness: dict, energy: dict) -> None:
+    """The harness's share of the CPU energy above idle, by its share of the busy CPU seconds in the
+    window: always an estimate (package energy is not metered per process)."""
+    h, sv = harness.get("harness_cpu_s"), harness.get("service_cpu_s")
+    base = energy.get("dynamic_energy_cpu_j")
+    if base is None:
+        base = energy.get("energy_cpu_j")
+    if h is None or sv is None or base is None or h + sv <= 0:
+        return
+    harness.update(harness_energy_cpu_j=round(max(0.0, base) * h / (h + sv), 4), harness_energy_estimated=True,
+                    harness_energy_rule="CPU energy above idle x harness CPU s / (harness + service CPU s)")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from loadgen.hostinfo import host_info, software_versions
 from loadgen.marks import Edges, MarkServer
-from loadgen.overhead import overhead as cpu_overhead
+from loadgen.overhead import harness_energy, harness_overhead
 from loadgen.overhead import snapshot as cpu_snapshot
 from loadgen.prompts import PromptSet
 from loadgen.replay import LocustReplay
@@ -262,28 +262,6 @@ def split_replay(phases: dict, rows: list[dict]) -> None:
     stop = phases.setdefault("replay_stop", {})
     stop["start"] = span[1]
     stop.setdefault("end", span[1])
-
-
-def harness_overhead(edges: Edges, replay_start, replay_end) -> dict:
-    """Harness CPU over the inference window, from the snapshots at its marked edges (over the whole
-    replay, Locust's start-up included, where the edges were not marked — said so in ``window``)."""
-    a, b = edges.seen.get("inference_start"), edges.seen.get("inference_end")
-    if a and b and a["cpu"] is not None and b["cpu"] is not None:
-        return {**cpu_overhead(a["cpu"], b["cpu"]), "window": "inference"}
-    return {**cpu_overhead(replay_start, replay_end), "window": "replay (edges not marked)"}
-
-
-def harness_energy(overhead: dict, energy: dict) -> None:
-    """The harness's share of the CPU energy above idle, by its share of the busy CPU seconds in the
-    window: always an estimate (package energy is not metered per process)."""
-    h, sv = overhead.get("harness_cpu_s"), overhead.get("service_cpu_s")
-    base = energy.get("dynamic_energy_cpu_j")
-    if base is None:
-        base = energy.get("energy_cpu_j")
-    if h is None or sv is None or base is None or h + sv <= 0:
-        return
-    overhead.update(harness_energy_cpu_j=round(max(0.0, base) * h / (h + sv), 4), harness_energy_estimated=True,
-                    harness_energy_rule="CPU energy above idle x harness CPU s / (harness + service CPU s)")
 
 
 def run_flags(sensors: list[dict], energy: dict, sampled: bool) -> list[str]:

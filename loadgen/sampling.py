@@ -1,6 +1,6 @@
 """What the protocol needs from a sensor sampler, and the no-op one used when there is none.
 
-The real sampler (loadgen/sampler.py) scrapes exporters into ``series.csv``; the
+The real sampler (loadgen/sampler.py, with loadgen/local_exporters.py) scrapes exporters into ``series.csv``; the
 protocol only starts it before the service starts (so ``load`` is sampled too) and stops it after
 the service is gone, taking the sensor descriptors for run.json's ``sensors``.
 """
@@ -136,7 +136,7 @@ def check_sensors(choice: SensorChoice, *, powercap_root: Path | None = None, en
     """What ``choice`` resolves to on this machine: {"cpu": "rapl"|"energibridge"|"estimate",
     "gpu": "nvml"|"nvidia-smi"|"dcgm"|None, "wall": "netio"|None}. A choice this machine cannot satisfy
     raises :class:`SensorError` saying how to fix it, before anything starts."""
-    from loadgen.sampler import nvml_usable, powercap_state
+    from loadgen.local_exporters import nvml_usable, powercap_state
     from services.exporters.rapl import permission_message
 
     root = powercap_root or default_powercap_root(environ)
@@ -248,11 +248,11 @@ def default_powercap_root(environ=os.environ) -> Path:
 
 def local_sampler(interval_s: float, choice: SensorChoice | None = None):
     """The exporters this machine supports (or those ``choice`` names), sampled every ``interval_s``
-    (loadgen/sampler.py).
+    (loadgen/local_exporters.py).
 
     ``WATTSERVE_POWERCAP_ROOT`` points the RAPL exporter at another powercap tree than
     /sys/class/powercap (a host's /sys mounted into a container, a simulated tree in the tests).
     """
-    from loadgen.sampler import LocalSampler
+    from loadgen.local_exporters import LocalSampler
 
     return LocalSampler(interval_s=interval_s, powercap_root=default_powercap_root(), choice=choice or SensorChoice())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.exporters.rapl import RaplExporter
-from loadgen.sampler import powercap_state
+from loadgen.local_exporters import powercap_state
 from tests.exporters.conftest import HERE
 from tests.exporters.fakes import StepProfile, build_powercap, zone_dir
 

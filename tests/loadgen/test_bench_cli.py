@@ -51,7 +51,7 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path, args, env, messag
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU: torch-cuda is valid here")
     if "nvml" in args:
-        from loadgen.sampler import nvml_usable
+        from loadgen.local_exporters import nvml_usable
 
         if nvml_usable():
             pytest.skip("NVML works here: --gpu-sensor nvml is valid")

@@ -15,7 +15,7 @@ import pytest
 
 from loadgen.prompts import load_prompts
 from loadgen.runfolder import PHASES, read_requests, validate_manifest, validate_run
-from loadgen.sampler import powercap_state
+from loadgen.local_exporters import powercap_state
 from tests.conftest import ROOT
 from tests.loadgen.conftest import QUICK, gone, manifest, run_bench, run_dirs, start_bench, wait_for_rows
 

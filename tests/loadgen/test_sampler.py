@@ -16,7 +16,8 @@ import pytest
 from loadgen.runfolder import read_series
 from analysis.energy import window_energy, window_mean
 from services.exporters.common import PowerIntegrator, RateWindow
-from loadgen.sampler import LocalSampler, Sampler, start_local_exporters
+from loadgen.local_exporters import LocalSampler, start_local_exporters
+from loadgen.sampler import Sampler
 from tests.exporters.conftest import HERE
 from tests.exporters.fakes import DcgmServer, NetioProfile, NetioServer, StepProfile, build_powercap
 
