@@ -225,7 +225,7 @@ def request_energy(series, rows: Sequence[Mapping], energy: Mapping, *, devices:
     [first token, end] where the row has ``ttft_s``. Each result says whether it is estimated and
     whether the sensor resolves the request (``energy_resolved``: it lasts at least RESOLVE_STEPS of the
     coarsest part's sample spacing; shorter ones are mostly interpolation, reported but flagged)."""
-    from analysis.energy import cumulative_energy
+    from analysis.cumulative import cumulative_energy
 
     parts = [p for p in (energy.get("energy_global_parts") or "").split("+") if p]
     out = [{"energy_j": None, "prefill_j": None, "decode_j": None, "energy_provenance": "missing",
