@@ -1,167 +1,141 @@
 """report.md and report.html: tables, figures, a plain-words verdict per research question, caveats.
 
-The report is built once as a list of blocks (analysis/report_doc.py) and rendered twice (Markdown and
-self-contained HTML with the figures linked relatively), so the two never disagree. The verdicts are
-in analysis/report_verdicts.py. Energy is labelled measured or estimated wherever it appears, and
+``build`` gathers the report as a list of headed sections (analysis/report_content.py); the Jinja2
+templates in analysis/templates/ lay the same sections out as Markdown (report.md.j2) and as HTML
+(report.html.j2, figures linked relatively), so the two never disagree. The verdicts are in
+analysis/report_verdicts.py, the caveats in analysis/report_caveats.py, the tables' provenance words
+in analysis/report_tables.py. Energy is labelled measured or estimated wherever it appears, and
 measured and estimated figures are never combined or compared: such a number is refused.
+
+Adding a section (e.g. pass@1): write a function that returns a ``Section`` (in a module of its own,
+say analysis/report_pass.py) and fill it with ``.text()``, ``.items()``, ``.table()``, ``.figure()``
+(``.subsection()`` for a heading inside it); then insert it into ``sections`` in ``build`` where it
+belongs. The shared templates lay its parts out in both formats; nothing else changes. For a layout
+of its own, give ``Section(template="name")`` (and ``data=...``) and write
+analysis/templates/sections/name.md.j2 and name.html.j2, which see the section as ``section``.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup, escape
 
 from analysis import provenance as P
 from analysis.blocks import dedupe
 from analysis.catalog import ALL_VARIABLES
-from analysis.report_doc import Doc, cat_name, fmt, pretty, render_html, render_md, write  # noqa: F401
-from analysis.report_verdicts import USAGE, energy_variable, kinds, kinds_text, prov_table, rq1, rq2, rq3, vlabel
-from analysis.tables import FULL_MATCH, split_flags
+from analysis.report_caveats import POLICY, caveats, provenance_summary
+from analysis.report_content import Section
+from analysis.report_tables import kinds, kinds_text, prov_table, vlabel
+from analysis.report_verdicts import USAGE, energy_variable, rq1, rq2, rq3
 
-POLICY = ("Measured and estimated energy are never combined or compared: a median, mean, saving, verdict or "
-          "test that would mix them is refused (left empty, with the reason), and every energy figure says "
-          "whether it is measured or estimated.")
-
-
-def provenance_summary(runs: pd.DataFrame) -> str:
-    """'Global energy: measured in 3, estimated in 5 of 8 runs.' for the intro."""
-    out = []
-    for var in ("energy_global_j", "energy_wall_j"):
-        if var not in runs or not pd.to_numeric(runs[var], errors="coerce").notna().any():
-            continue
-        counts = P.run_provenance(runs, var).value_counts()
-        parts = [f"{k} in {counts[k]}" for k in (P.MEASURED, P.ESTIMATED, P.MISSING) if counts.get(k, 0)]
-        out.append(f"{ALL_VARIABLES[var].split(' [')[0]}: " + ", ".join(parts) + f" of {len(runs)} runs.")
-    return " ".join(out)
+TEMPLATES = Path(__file__).with_name("templates")
+TITLE = "wattserve report"
 
 
-# ---------------------------------------------------------------- caveats
-
-def refusals(med, agg, sav, stats) -> list[str]:
-    """What was refused for mixing measured and estimated energy, in words."""
-    out = []
-    pcols = [c for c in med.columns if c.endswith("_provenance")]
-    mixed_med = [(m, c, col[:-len("_provenance")]) for col in pcols
-                 for m, c in zip(med.loc[med[col] == P.MIXED, "model"], med.loc[med[col] == P.MIXED, "config"])]
-    if mixed_med:
-        out.append(f"{len(mixed_med)} median(s) over repetitions of both kinds ("
-                   + ", ".join(f"{m} {c} {v}" for m, c, v in mixed_med[:6]) + (" ..." if len(mixed_med) > 6 else "")
-                   + ")")
-    apcols = [c for c in agg.columns if c.endswith("_provenance")]
-    mixed_agg: dict[tuple, list[str]] = {}
-    for col in apcols:
-        for cat, c in zip(agg.loc[agg[col] == P.MIXED, "size_category"], agg.loc[agg[col] == P.MIXED, "config"]):
-            mixed_agg.setdefault((cat_name(cat), c), []).append(col[:-len("_provenance")])
-    if mixed_agg:
-        out.append(f"{sum(map(len, mixed_agg.values()))} mean(s) of medians mixing both kinds ("
-                   + "; ".join(f"size {k[0]} {k[1]}: {', '.join(v)}" for k, v in list(mixed_agg.items())[:6])
-                   + (" ..." if len(mixed_agg) > 6 else "") + ")")
-    if sav is not None and len(sav) and "refused" in sav:
-        n = int(sav["refused"].fillna("").str.startswith("compares").sum())
-        if n:
-            out.append(f"{n} saving(s) between a measured and an estimated figure (savings.csv `refused`)")
-    if stats is not None and len(stats):
-        r = stats[stats["test"] == "refused"]
-        if len(r):
-            out.append(f"{len(r)} significance test(s) between measured and estimated energy ("
-                       + ", ".join(f"{m} {v}" for m, v in zip(r["model"][:6], r["variable"][:6]))
-                       + (" ..." if len(r) > 6 else "") + "; stats.csv rows `refused`)")
-    return out
+@dataclass
+class Report:
+    title: str
+    sections: list[Section] = field(default_factory=list)
 
 
-def caveats(runs: pd.DataFrame, med: pd.DataFrame, stats: pd.DataFrame, left_out, notes: dict,
-            table_input: bool, agg: pd.DataFrame | None = None,
-            sav: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
-    """(prominent warnings about the numbers themselves, other caveats)."""
-    loud, other = [], []
-    from_folders = runs[~runs["run_id"].astype(str).str.contains(":", regex=False)] if "run_id" in runs else runs
-    no_series = from_folders["flags"].map(lambda f: "no_series_csv" in split_flags(f)) if len(from_folders) else []
-    if len(from_folders) and no_series.all():
-        loud.append("**No energy was measured**: none of the runs has a sensor series (series.csv), so every energy "
-                    "column is empty and only time, requests and output equivalence are compared.")
-    elif len(from_folders) and no_series.any():
-        loud.append(f"{int(no_series.sum())} run(s) have no sensor series (series.csv): their energy is missing.")
-    for dom in ("cpu", "gpu", "wall", "dram"):
-        col = f"energy_{dom}_estimated"
-        if col in runs:
-            est = runs[col].astype(str).str.lower().isin(["true", "1"])
-            if est.any():
-                srcs = sorted({str(s) for s in runs.loc[est, f"energy_{dom}_source"].dropna()}) or ["?"]
-                loud.append(f"**{dom.upper()} energy is ESTIMATED, not measured**, "
-                            f"in {int(est.sum())} of {len(runs)} runs "
-                            f"(source: {', '.join(srcs)}). Those joules come from a model (e.g. TDP x utilization), "
-                            "not from a meter: read them as a proxy; every figure built from them (global energy, "
-                            "energy per token, energy above idle, savings, tests) is labelled estimated too.")
-    if "flags" in runs:
-        inc = runs["flags"].map(lambda f: [x for x in split_flags(f) if x.startswith(("incomplete:", "missing:"))])
-        n = int(inc.map(bool).sum())
-        if n:
-            kinds = sorted({x for xs in inc for x in xs})
-            loud.append(f"Sensors did not cover the whole inference window in {n} run(s) ({', '.join(kinds)}): "
-                        "those energies are partial or missing.")
-        cpu_only = runs["flags"].map(lambda f: "global=cpu-only" in split_flags(f))
-        if cpu_only.any():
-            ks = set(P.run_provenance(runs[cpu_only], "energy_global_j")) - {P.MISSING} \
-                if "energy_global_j" in runs else set()
-            other.append(f"{int(cpu_only.sum())} run(s) had no GPU to measure (run.json lists no GPU on the host, "
-                         "or lists none and no GPU sensor ran): their global energy"
-                         + (f" ({kinds_text(ks)})" if ks else "") + " is CPU energy alone.")
-        failed = runs["flags"].map(lambda f: any(x.startswith("failed_requests") for x in split_flags(f)))
-        if failed.any():
-            loud.append(f"{int(failed.sum())} run(s) had failed requests (see the flags column): their per-request "
-                        "numbers cover the answered requests only.")
-    neg = P.negative_above_idle(runs)
-    if len(neg):
-        doms = sorted({d for ds in neg["domains"] for d in ds.split(",")})
-        ks = set()
-        for d in doms:
-            var = "dynamic_energy_global_j" if d == "global" else f"dynamic_energy_{d}_j"
-            if var in runs:
-                ks |= set(P.run_provenance(runs[runs["run_id"].isin(neg["run_id"])], var)) - {P.MISSING}
-        loud.append(f"**Energy above idle is negative** ({kinds_text(ks) or 'provenance unknown'}) in {len(neg)} "
-                    f"run(s) ({', '.join(doms)}): "
-                    + ", ".join(f"{r.run_id} ({r.domains})" for r in neg.head(10).itertuples(index=False))
-                    + (" ..." if len(neg) > 10 else "")
-                    + ". The idle power exceeds the power during inference there (a drifting or estimated sensor, "
-                      "or idle windows unlike the inference's surroundings): those idle-subtracted figures are "
-                      "flagged `negative_above_idle` in every table and no saving is computed from them.")
-    refused = refusals(med, agg, sav, stats)
-    if refused:
-        loud.append("**Measured and estimated energy are both present** and were not mixed: refused "
-                    + "; ".join(refused) + ".")
-    mism = med[pd.to_numeric(med["output_match_rate"], errors="coerce") < FULL_MATCH]
-    if len(mism):
-        loud.append("Outputs differ from the torch reference (same provider) for: "
-                    + ", ".join(f"{m} {c} ({100 * r:.1f} % of prompts identical)"
-                                for m, c, r in zip(mism["model"], mism["config"], mism["output_match_rate"]))
-                    + ". Those configurations did not do the same work; they are flagged in every table.")
-    if notes.get("no_reference"):
-        other.append("Output equivalence not checked (no torch run of the same provider for the model): "
-                     + ", ".join(notes["no_reference"]) + ".")
-    if notes.get("work_differs"):
-        other.append("Output equivalence not checked (prompt set or generation limits differ from the torch "
-                     "run's): " + ", ".join(notes["work_differs"]) + ".")
-    if left_out:
-        counts = pd.Series([lo.status for lo in left_out]).value_counts()
-        other.append(f"{len(left_out)} run folder(s) left out (not complete): "
-                     + ", ".join(f"{k} {v}" for k, v in counts.items()) + "; listed at the end.")
-    small = med[med["n_runs"] < 3]
-    if len(small):
-        other.append(f"{len(small)} model x configuration group(s) have fewer than 3 runs: no normality test and no "
-                     "comparison for them (stats.csv says so per row).")
-    if notes.get("warnings"):
-        other.append(f"{len(notes['warnings'])} warning(s) during the analysis; first: {notes['warnings'][0]}")
-    for w in notes.get("table_warnings", []):
-        other.append(f"Table input: {w}.")
-    if table_input and not any(f"energy_{d}_estimated" in c for c in notes.get("table_columns", [])
-                               for d in ("cpu", "gpu", "wall", "dram", "global")):
-        other.append("The --table input says nothing about estimated energy (no energy_*_estimated column): its "
-                     "energy is taken as measured.")
-    if table_input:
-        other.append("Some or all rows come from a table given with --table: its numbers are taken as given "
-                      "(their measurement protocol - e.g. whether model loading was counted - is not known here).")
-    return loud, other
+# ---------------------------------------------------------------- the sections
+
+def intro(runs, med, stats, left_out, notes, source, table_input, table_only, selection, agg, sav) -> Section:
+    """The title, what was analysed and how, and the caveats to read first."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    ek = set().union(*(kinds(runs, v) for v in ("energy_global_j", "energy_wall_j", "energy_cpu_j")))
+    sec = Section("wattserve - energy" + (f" ({kinds_text(ek)})" if ek else "")
+                  + " and time of serving code language models", level=1)
+    n_models, n_cfg = runs["model"].nunique(), runs["config"].nunique()
+    reps = med["n_runs"] if len(med) else pd.Series([0])
+    sec.text(f"Analysed **{len(runs)} runs** ({n_models} models x {n_cfg} configurations, {int(reps.min())}-"
+             f"{int(reps.max())} repetitions each) from `{source}`, on {now}. "
+             f"{len(left_out)} run folder(s) were left out because they did not complete.")
+    if selection:
+        sec.text(f"Selection: {selection}")
+    sec.text("A configuration is a runtime engine paired with an execution provider (torch-cpu, onnx-cuda, ...). "
+             "Each run replays the same prompts once"
+             + ("; numbers measured from run folders cover the inference phase only (model loading and idle "
+                "windows are outside it)" if not table_only else "; the numbers come from a table and are taken as given")
+             + ". Global energy = CPU + GPU energy, as in the study; wall energy (the whole machine at the socket) "
+             "is reported separately where a wall meter was present. " + provenance_summary(runs) + " " + POLICY
+             + " Configurations are compared over the models they all share (a complete block); the models left "
+             "out of each comparison are listed below.")
+    loud, other = caveats(runs, med, stats, left_out, notes, table_input, agg=agg, sav=sav)
+    sec.warning("Read this first", loud)
+    if other:
+        sec.subsection("Other caveats", level=3).items(other)
+    return sec
+
+
+def figure_caption(runs: pd.DataFrame, var: str, what: str) -> str:
+    return f"{vlabel(var, kinds(runs, var))}: {what}"
+
+
+def left_out_section(block_notes: list[str]) -> Section | None:
+    if not block_notes:
+        return None
+    return (Section("Left out of comparisons")
+            .text("Each comparison uses only the models that have every configuration it compares:")
+            .items(dedupe(block_notes)))
+
+
+def medians_section(med: pd.DataFrame) -> Section:
+    sec = Section("Per-model medians")
+    for var in [v for v in ("energy_global_j", "energy_wall_j", "time_s", "energy_per_token_j") if v in med]:
+        w, kt = prov_table(med, ["size_category", "model"], var)
+        sec.table(w, f"Median over repetitions: {ALL_VARIABLES.get(var, var)}" + (f", {kt}" if kt else "")
+                  + ("; cells marked (estimated) are estimates" if kt and kt != "measured"
+                     and kt != "estimated" else ""))
+    if "output_match_rate" in med and med["output_match_rate"].notna().any():
+        w, _ = prov_table(med, ["size_category", "model"], "output_match_rate")
+        sec.table(w, "Output equivalence: share of prompts whose generated token ids equal the torch reference "
+                     "of the same provider (torch-cpu for *-cpu, torch-cuda for *-cuda)")
+    flagged = med[med["flags"].astype(str).str.len() > 0][["model", "config", "n_runs", "flags"]]
+    sec.table(flagged, "Flagged model x configuration groups (flags appear in every CSV table)")
+    return sec
+
+
+def more_figures_section(runs, figures, shown: set[str], timeseries: str | None) -> Section | None:
+    rest = [(v, p) for v, p in figures if v not in shown]
+    if not rest and not timeseries:
+        return None
+    sec = Section("More figures")
+    for var, path in rest:
+        sec.figure(path, figure_caption(runs, var, "by size category and configuration"
+                                        + (" (hatched boxes: estimated energy)" if P.is_energy(var) else "")))
+    if timeseries:
+        sec.figure(timeseries, "Power per source of one run over time, protocol phases shaded "
+                               "(dashed lines and sources marked ESTIMATED are estimated, not measured)")
+    return sec
+
+
+def runs_left_out_section(left_out: list) -> Section | None:
+    if not left_out:
+        return None
+    return Section("Runs left out").table(
+        pd.DataFrame([{"run": lo.run_id, "status": lo.status, "reason": lo.reason} for lo in left_out]))
+
+
+FILES = [
+    "`runs.csv` - one row per run: every variable, energy sources and whether estimated, flags "
+    "(empty = not measured).",
+    "`medians.csv` - median over repetitions per model x configuration; `<variable>_provenance` beside each "
+    "energy variable (measured, estimated, or mixed = refused).",
+    "`aggregated.csv` - mean of the medians per size category x configuration over the category's complete "
+    "block (`models`; `left_out`), `<variable>_provenance`, `refused`.",
+    "`savings.csv` - saving_pct = (baseline - value) / baseline x 100 for every ordered pair of configurations, "
+    "per model and per size category; `provenance` (measured or estimated energy) and `refused`.",
+    "`stats.csv` - one row per test: model, variable, test, group_a, group_b, statistic, p_value, effect_size, "
+    "provenance (measured or estimated energy), in_block, reason, flags.",
+    "`figures/` - the PNG figures; `figures/figures.json` their titles and legends.",
+]
 
 
 # ---------------------------------------------------------------- the report
@@ -169,89 +143,74 @@ def caveats(runs: pd.DataFrame, med: pd.DataFrame, stats: pd.DataFrame, left_out
 def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, stats: pd.DataFrame,
           left_out: list, notes: dict, figures: list[tuple[str, str]], timeseries: str | None,
           source: str, alpha: float = 0.05, table_input: bool = False, table_only: bool = False,
-          selection: str = "") -> Doc:
-    doc = Doc()
+          selection: str = "") -> Report:
+    """The report's sections, in reading order (see the module docstring to add one)."""
     runs = P.with_provenance(runs)
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    ek = set().union(*(kinds(runs, v) for v in ("energy_global_j", "energy_wall_j", "energy_cpu_j")))
-    doc.h(1, "wattserve - energy" + (f" ({kinds_text(ek)})" if ek else "") + " and time of serving code language models")
-    n_models, n_cfg = runs["model"].nunique(), runs["config"].nunique()
-    reps = med["n_runs"] if len(med) else pd.Series([0])
-    doc.p(f"Analysed **{len(runs)} runs** ({n_models} models x {n_cfg} configurations, {int(reps.min())}-"
-          f"{int(reps.max())} repetitions each) from `{source}`, on {now}. "
-          f"{len(left_out)} run folder(s) were left out because they did not complete.")
-    if selection:
-        doc.p(f"Selection: {selection}")
-    doc.p("A configuration is a runtime engine paired with an execution provider (torch-cpu, onnx-cuda, ...). "
-          "Each run replays the same prompts once"
-          + ("; numbers measured from run folders cover the inference phase only (model loading and idle windows "
-             "are outside it)" if not table_only else "; the numbers come from a table and are taken as given")
-          + ". Global energy = CPU + GPU energy, as in the study; wall energy (the whole machine at the socket) "
-          "is reported separately where a wall meter was present. " + provenance_summary(runs) + " " + POLICY
-          + " Configurations are compared over the models they all share (a complete block); the models left out "
-          "of each comparison are listed below.")
-    loud, other = caveats(runs, med, stats, left_out, notes, table_input, agg=agg, sav=sav)
-    doc.warn(loud, "Read this first")
-    if other:
-        doc.h(3, "Other caveats")
-        doc.items(other)
-
-    def caption(var, what):
-        return f"{vlabel(var, kinds(runs, var))}: {what}"
-
     evar = energy_variable(agg)
-    block_notes = rq1(doc, med, agg, sav, evar)
+    rq1_sec, notes1 = rq1(med, agg, sav, evar)
     for var, path in figures:
         if var in (evar, "time_s"):
-            doc.img(path, caption(var, "one box per model (colour) and configuration, over repetitions, by size "
-                                       "category (hatched boxes: estimated energy)" if P.is_energy(var) else
-                                  "one box per model (colour) and configuration, over repetitions, by size category"))
-    block_notes += rq2(doc, med)
+            rq1_sec.figure(path, figure_caption(
+                runs, var, "one box per model (colour) and configuration, over repetitions, by size category"
+                + (" (hatched boxes: estimated energy)" if P.is_energy(var) else "")))
+    rq2_sec, notes2 = rq2(med)
     for var, path in figures:
         if var in USAGE:
-            doc.img(path, caption(var, "by size category and configuration"))
-    block_notes += rq3(doc, stats, alpha)
-    if block_notes:
-        doc.h(2, "Left out of comparisons")
-        doc.p("Each comparison uses only the models that have every configuration it compares:")
-        doc.items(dedupe(block_notes))
+            rq2_sec.figure(path, figure_caption(runs, var, "by size category and configuration"))
+    rq3_sec, notes3 = rq3(stats, alpha)
+    sections = [
+        intro(runs, med, stats, left_out, notes, source, table_input, table_only, selection, agg, sav),
+        rq1_sec, rq2_sec, rq3_sec,
+        left_out_section(notes1 + notes2 + notes3),
+        medians_section(med),
+        more_figures_section(runs, figures, {evar, "time_s", *USAGE}, timeseries),
+        runs_left_out_section(left_out),
+        Section("Files").items(FILES),
+    ]
+    return Report(TITLE, [s for s in sections if s is not None])
 
-    doc.h(2, "Per-model medians")
-    for var in [v for v in ("energy_global_j", "energy_wall_j", "time_s", "energy_per_token_j") if v in med]:
-        w, kt = prov_table(med, ["size_category", "model"], var)
-        doc.table(w, f"Median over repetitions: {ALL_VARIABLES.get(var, var)}" + (f", {kt}" if kt else "")
-                  + ("; cells marked (estimated) are estimates" if kt and kt != "measured"
-                     and kt != "estimated" else ""))
-    if "output_match_rate" in med and med["output_match_rate"].notna().any():
-        w, _ = prov_table(med, ["size_category", "model"], "output_match_rate")
-        doc.table(w, "Output equivalence: share of prompts whose generated token ids equal the torch reference "
-                     "of the same provider (torch-cpu for *-cpu, torch-cuda for *-cuda)")
-    flagged = med[med["flags"].astype(str).str.len() > 0][["model", "config", "n_runs", "flags"]]
-    doc.table(flagged, "Flagged model x configuration groups (flags appear in every CSV table)")
-    other_figs = [(v, p) for v, p in figures if v not in (evar, "time_s") and v not in USAGE]
-    if other_figs or timeseries:
-        doc.h(2, "More figures")
-        for var, path in other_figs:
-            doc.img(path, caption(var, "by size category and configuration"
-                                  + (" (hatched boxes: estimated energy)" if P.is_energy(var) else "")))
-        if timeseries:
-            doc.img(timeseries, "Power per source of one run over time, protocol phases shaded "
-                                "(dashed lines and sources marked ESTIMATED are estimated, not measured)")
-    if left_out:
-        doc.h(2, "Runs left out")
-        doc.table(pd.DataFrame([{"run": lo.run_id, "status": lo.status, "reason": lo.reason} for lo in left_out]))
-    doc.h(2, "Files")
-    doc.items([
-        "`runs.csv` - one row per run: every variable, energy sources and whether estimated, flags "
-        "(empty = not measured).",
-        "`medians.csv` - median over repetitions per model x configuration; `<variable>_provenance` beside each "
-        "energy variable (measured, estimated, or mixed = refused).",
-        "`aggregated.csv` - mean of the medians per size category x configuration over the category's complete "
-        "block (`models`; `left_out`), `<variable>_provenance`, `refused`.",
-        "`savings.csv` - saving_pct = (baseline - value) / baseline x 100 for every ordered pair of configurations, "
-        "per model and per size category; `provenance` (measured or estimated energy) and `refused`.",
-        "`stats.csv` - one row per test: model, variable, test, group_a, group_b, statistic, p_value, effect_size, "
-        "provenance (measured or estimated energy), in_block, reason, flags.",
-        "`figures/` - the PNG figures; `figures/figures.json` their titles and legends.",
-    ])
-    return doc
+
+# ---------------------------------------------------------------- rendering
+
+def _md_cell(v) -> str:
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _inline(text) -> Markup:
+    """Escaped text with **strong** and `code` marks as tags."""
+    t = str(escape(text))
+    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
+    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    return Markup(t)
+
+
+def _env(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    env.filters["md_cell"] = _md_cell
+    env.filters["inline"] = _inline
+    return env
+
+
+def render_md(report: Report) -> str:
+    text = _env(False).get_template("report.md.j2").render(report=report)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def render_html(report: Report) -> str:
+    text = _env(True).get_template("report.html.j2").render(report=report)
+    return re.sub(r"\n{2,}", "\n", text).strip() + "\n"
+
+
+def write(report: Report, out_dir: Path) -> tuple[Path, Path]:
+    """report.md and report.html, each written whole (a temporary file renamed), so a crash leaves
+    no half-written report."""
+    paths = []
+    for name, text in (("report.md", render_md(report)), ("report.html", render_html(report))):
+        path = out_dir / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        paths.append(path)
+    return paths[0], paths[1]

@@ -14,7 +14,9 @@ import pandas as pd
 from analysis import provenance as P
 from analysis.blocks import complete_block
 from analysis.catalog import ALL_VARIABLES, DEPENDENT_VARIABLES, config_sort_key, model_sort_key
-from analysis.report_doc import Doc, cat_name, fmt, pretty
+from analysis.report_content import Section
+from analysis.report_format import cat_name, fmt, pretty
+from analysis.report_tables import kinds, kinds_text, prov_table, savings_table, vlabel
 from analysis.stats import EFFECT_SIZES, summarise
 
 ENERGY_WORDS = {"energy_global_j": "global energy (CPU + GPU)", "energy_wall_j": "wall energy",
@@ -22,78 +24,6 @@ ENERGY_WORDS = {"energy_global_j": "global energy (CPU + GPU)", "energy_wall_j":
 USAGE = ("cpu_usage_pct", "ram_usage_pct", "gpu_usage_pct", "gpu_mem_util_pct", "gpu_mem_used_pct")
 USAGE_NAMES = {"cpu_usage_pct": "CPU usage", "ram_usage_pct": "RAM usage", "gpu_usage_pct": "GPU usage",
                "gpu_mem_util_pct": "GPU memory utilization", "gpu_mem_used_pct": "GPU memory used"}
-REFUSED_MIXED = "refused (measured+estimated)"
-
-
-# ---------------------------------------------------------------- provenance words
-
-def kinds(frame: pd.DataFrame, var: str) -> set[str]:
-    """The provenances present for ``var`` in ``frame`` (empty for a variable that is not energy)."""
-    pcol = P.provenance_column(var)
-    if not P.is_energy(var) or pcol not in frame:
-        return set()
-    return {k for k in frame[pcol].dropna().astype(str) if k != P.MISSING}
-
-
-def kinds_text(ks: set[str]) -> str:
-    if not ks:
-        return ""
-    if ks == {P.MEASURED}:
-        return "measured"
-    if ks == {P.ESTIMATED}:
-        return "estimated"
-    return "measured or estimated"
-
-
-def vlabel(var: str, ks: set[str]) -> str:
-    """A variable's catalogue name, with its provenance when it is energy."""
-    name = ALL_VARIABLES.get(var, var)
-    return f"{name}, {kinds_text(ks)}" if kinds_text(ks) else name
-
-
-def prov_table(frame: pd.DataFrame, index: list[str], var: str) -> tuple[pd.DataFrame, str]:
-    """``frame`` pivoted to one column per configuration, formatted, with provenance in the headers
-    (a column whose values are all estimated) or the cells (``(estimated)``; refused = mixed), and the
-    provenance phrase for the caption."""
-    if var not in frame:
-        return pd.DataFrame(), ""
-    pcol = P.provenance_column(var)
-    has_p = P.is_energy(var) and pcol in frame
-    vals = pd.to_numeric(frame[var], errors="coerce")
-    keep = vals.notna() | ((frame[pcol] == P.MIXED) if has_p else False)
-    if "refused" in frame:
-        keep |= frame["refused"].fillna("").astype(str).str.contains(f"{var}:", regex=False)
-    sub = frame[keep]
-    if sub.empty:
-        return pd.DataFrame(), ""
-    configs = sorted(sub["config"].unique(), key=config_sort_key)
-    keys = sub[index].drop_duplicates()
-    keys = keys.sort_values(index, key=lambda s: s.map(model_sort_key) if s.name == "model" else s)
-    cell = {(tuple(r[index]), r["config"]): (v, r[pcol] if has_p else "", str(r.get("refused", "") or ""))
-            for (_, r), v in zip(sub.iterrows(), vals[keep])}
-    col_kinds = {c: {p for (k, cc), (v, p, _) in cell.items() if cc == c and p} for c in configs}
-    uniform_est = {c for c, ks in col_kinds.items() if ks == {P.ESTIMATED}}
-    rows = []
-    for _, k in keys.iterrows():
-        key = tuple(k[index])
-        row = {}
-        for i, c in enumerate(index):
-            v = k[c]
-            row[c] = ("?" if pd.isna(v) else str(int(v))) if c == "size_category" else v
-        for c in configs:
-            v, p, why = cell.get((key, c), (np.nan, "", ""))
-            if p == P.MIXED:
-                text = REFUSED_MIXED
-            elif pd.isna(v) and f"{var}:" in why:
-                text = "refused (incomplete block)"
-            else:
-                text = fmt(v, var)
-                if text and p == P.ESTIMATED and c not in uniform_est:
-                    text += " (estimated)"
-            row[c + (" (estimated)" if c in uniform_est else "")] = text
-        rows.append(row)
-    ks = {p for (_, p, _) in cell.values() if p and p != P.MISSING}
-    return pd.DataFrame(rows), kinds_text(ks)
 
 
 # ---------------------------------------------------------------- RQ1
@@ -162,13 +92,13 @@ def _verdict(sub, sav, cat, var, what) -> str:
     return "; ".join(texts)
 
 
-def rq1(doc: Doc, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar: str | None) -> list[str]:
-    """RQ1 verdicts and tables; returns the 'left out of ...' notes."""
+def rq1(med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar: str | None) -> tuple[Section, list[str]]:
+    """RQ1 verdicts and tables, and the 'left out of ...' notes."""
     ek = kinds(med, evar) if evar else set()
-    doc.h(2, "RQ1 - Which engine and provider needs the least energy" + (f" ({kinds_text(ek)})" if ek else "")
+    sec = Section("RQ1 - Which engine and provider needs the least energy" + (f" ({kinds_text(ek)})" if ek else "")
           + " and time?")
     if evar is None:
-        doc.p("No energy was measured in any run, so only time can be compared.")
+        sec.text("No energy was measured in any run, so only time can be compared.")
     label = ENERGY_WORDS.get(evar or "", "")
     items, notes = [], []
     for cat, sub in agg.groupby("size_category", dropna=False, sort=True):
@@ -182,7 +112,7 @@ def rq1(doc: Doc, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar:
                          + (f" (left out: {left})" if left else "") + ": " + "; ".join(parts) + ".")
         if left:
             notes.append(f"left out of the aggregated table and verdict of size {cat_name(cat)}: {left}")
-    doc.items(items)
+    sec.items(items)
     if evar:
         block = complete_block(med, f"the per-model winners ({kinds_text(ek)} {label})", var=evar)
         notes += block.notes()
@@ -197,57 +127,29 @@ def rq1(doc: Doc, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar:
             wins.append(min(vals, key=vals.get))
         if wins:
             counts = pd.Series(wins).value_counts()
-            doc.p(f"Per model, the configuration with the lowest median {kinds_text(provs)} {label} (over the "
+            sec.text(f"Per model, the configuration with the lowest median {kinds_text(provs)} {label} (over the "
                   f"{len(block.models)} model(s) that have every configuration): "
                   + ", ".join(f"{c} for {k} of {len(wins)} models" for c, k in counts.items()) + "."
                   + (f" Not counted (measured and estimated {label} across its configurations, or refused): "
                      + ", ".join(refused) + "." if refused else ""))
         t, kt = prov_table(agg, ["size_category"], evar)
-        doc.table(t, f"Mean of median {kt} {label} [J] per size category and configuration, over each category's "
+        sec.table(t, f"Mean of median {kt} {label} [J] per size category and configuration, over each category's "
                      "models that have every configuration (the study's Table 4/5 layout)")
     t, _ = prov_table(agg, ["size_category"], "time_s")
-    doc.table(t, "Mean of median inference time [s] per size category and configuration, over each category's "
+    sec.table(t, "Mean of median inference time [s] per size category and configuration, over each category's "
                  "models that have every configuration")
-    _savings_table(doc, sav, evar)
-    return notes
-
-
-def _savings_table(doc: Doc, sav: pd.DataFrame, evar: str | None):
-    if sav is None or sav.empty:
-        return
-    vs = sav[(sav["level"] == "category") & (sav["baseline"] == "torch-cpu")
-             & sav["variable"].isin([v for v in (evar, "time_s") if v])]
-    if vs.empty:
-        return
-    rows = {}
-    for r in vs.itertuples(index=False):
-        key = (r.size_category, r.config)
-        row = rows.setdefault(key, {"size_category": "?" if pd.isna(r.size_category) else str(int(r.size_category)),
-                                    "config": r.config})
-        if r.variable == "time_s":
-            row["time saving vs torch-cpu [%]"] = fmt(r.saving_pct, "pct")
-        else:
-            row["energy"] = r.provenance
-            row["energy saving vs torch-cpu [%]"] = ("refused: " + r.refused) if r.refused else fmt(r.saving_pct, "pct")
-    t = pd.DataFrame([rows[k] for k in sorted(rows, key=lambda k: (k[0], config_sort_key(k[1])))])
-    ks = set(vs.loc[vs["variable"] == evar, "provenance"]) if evar else set()
-    lab = "" if not ks else ("estimated" if ks == {P.ESTIMATED} else "measured" if ks == {P.MEASURED}
-                             else "measured and estimated, never compared with each other")
-    if lab:
-        t = t.rename(columns={"energy saving vs torch-cpu [%]": f"{lab} energy saving vs torch-cpu [%]",
-                              "energy": "energy: measured or estimated"})
-    doc.table(t, "Savings against torch-cpu (positive = less than torch-cpu)"
-              + (f"; energy: {lab}" if lab else "") + "; all pairs in savings.csv")
+    savings_table(sec, sav, evar)
+    return sec, notes
 
 
 # ---------------------------------------------------------------- RQ2
 
-def rq2(doc: Doc, med: pd.DataFrame) -> list[str]:
-    doc.h(2, "RQ2 - How much CPU, RAM and GPU does each configuration use?")
+def rq2(med: pd.DataFrame) -> tuple[Section, list[str]]:
+    sec = Section("RQ2 - How much CPU, RAM and GPU does each configuration use?")
     present = [v for v in USAGE if v in med and pd.to_numeric(med[v], errors="coerce").notna().any()]
     if not present:
-        doc.p("No CPU, RAM or GPU utilization was recorded.")
-        return []
+        sec.text("No CPU, RAM or GPU utilization was recorded.")
+        return sec, []
     items, notes, table = [], [], {}
     for v in present:
         block = complete_block(med, f"RQ2 ({USAGE_NAMES[v]})", var=v)
@@ -268,25 +170,25 @@ def rq2(doc: Doc, med: pd.DataFrame) -> list[str]:
     missing = [USAGE_NAMES[v] for v in USAGE if v not in present]
     if missing:
         items.append("Not recorded: " + ", ".join(missing) + ".")
-    doc.items(items)
+    sec.items(items)
     t = pd.DataFrame(table)
     t = t.loc[sorted(t.index, key=config_sort_key)]
     t.index.name = "config"
     t = t.reset_index()
     t = pd.concat([t[["config"]], pretty(t[present], lambda c: c)], axis=1)
-    doc.table(t.rename(columns={v: USAGE_NAMES[v] + " [%]" for v in present}),
+    sec.table(t.rename(columns={v: USAGE_NAMES[v] + " [%]" for v in present}),
               "Resource use per configuration (mean over the models that have every configuration of the median "
               "over repetitions)")
-    return notes
+    return sec, notes
 
 
 # ---------------------------------------------------------------- RQ3
 
-def rq3(doc: Doc, stats: pd.DataFrame, alpha: float) -> list[str]:
-    doc.h(2, "RQ3 - Are the differences statistically significant?")
+def rq3(stats: pd.DataFrame, alpha: float) -> tuple[Section, list[str]]:
+    sec = Section("RQ3 - Are the differences statistically significant?")
     if stats is None or stats.empty:
-        doc.p("No tests were run (no variable had data).")
-        return []
+        sec.text("No tests were run (no variable had data).")
+        return sec, []
     summ = summarise(stats, alpha)
     items, notes, left_by = [], [], {}
     for r in summ.itertuples(index=False):
@@ -314,8 +216,8 @@ def rq3(doc: Doc, stats: pd.DataFrame, alpha: float) -> list[str]:
     for models, names in left_by.items():
         notes.append(f"left out of the significance counts of {'; '.join(names)}: {models} (not every "
                      "configuration; each is still tested in stats.csv)")
-    doc.items(items)
-    doc.p("Which test: Shapiro-Wilk per configuration; if every configuration looks normal (p > "
+    sec.items(items)
+    sec.text("Which test: Shapiro-Wilk per configuration; if every configuration looks normal (p > "
           f"{alpha}) Welch's ANOVA and Games-Howell pairs, otherwise Kruskal-Wallis and Dunn pairs with Holm "
           "adjustment. Effect sizes: " + "; ".join(f"{k}: {v}" for k, v in EFFECT_SIZES.items())
           + ". Counts cover the models that have every configuration; a test between a measured and an "
@@ -323,6 +225,6 @@ def rq3(doc: Doc, stats: pd.DataFrame, alpha: float) -> list[str]:
     t = summ.copy()
     for c in ("median_effect_size_welch_np2", "median_effect_size_kruskal_e2"):
         t[c] = [fmt(v) for v in t[c]]
-    doc.table(t, "Summary of the tests per variable (provenance: whether the energy tested is measured or "
+    sec.table(t, "Summary of the tests per variable (provenance: whether the energy tested is measured or "
                  "estimated)")
-    return notes
+    return sec, notes
