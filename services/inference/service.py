@@ -200,6 +200,11 @@ class InferenceService:
             "model": self.model.describe(),
             "dtype": self.settings.precision,
             "precision": self.settings.precision,
+            # what the libraries report after load (TF32 off for fp32; engines/precision.py)
+            "precision_settings": engine.get("precision_settings"),
+            # an ORT session's real providers and their options (None for engines without providers)
+            "execution_providers": engine.get("providers"),
+            "provider_options": engine.get("provider_options"),
             "kv_cache": engine.get("kv_cache"),
             "threads": self.settings.threads,
             "context_length": getattr(self, "context", None),

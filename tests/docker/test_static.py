@@ -355,6 +355,29 @@ def test_exporters_and_profiles():
     assert services["inference"]["depends_on"]["prepare"]["condition"] == "service_completed_successfully"
 
 
+def nvidia_reservations(path: Path) -> list[tuple[str, dict]]:
+    """(service, device reservation) for every NVIDIA device a compose file reserves."""
+    out = []
+    for name, svc in (yaml.safe_load(path.read_text()).get("services") or {}).items():
+        devices = (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
+        out += [(name, d) for d in devices if d.get("driver") == "nvidia"]
+    return out
+
+
+def test_gpu_services_keep_compute():
+    """`capabilities: [gpu]` alone: Docker then leaves NVIDIA_DRIVER_CAPABILITIES at the toolkit's default
+    (compute,utility). Listing `utility` makes it exactly `utility`, and the CUDA containers get no
+    libcuda.so.1 (docker/compose#8583): torch sees no GPU, the nvml exporter still works."""
+    seen = {}
+    for path in (COMPOSE, ROOT / "compose" / "gpu.yml"):
+        for name, device in nvidia_reservations(path):
+            seen[f"{path.name}:{name}"] = device
+            assert device.get("capabilities") == ["gpu"], f"{path.name}: {name} reserves {device.get('capabilities')}"
+            assert "NVIDIA_DRIVER_CAPABILITIES" not in dict(env_items(
+                yaml.safe_load(path.read_text())["services"][name])), f"{name} narrows the driver capabilities"
+    assert {"docker-compose.yml:nvml", "docker-compose.yml:dcgm", "gpu.yml:inference", "gpu.yml:prepare"} <= set(seen)
+
+
 def test_prometheus_scrapes_every_service_each_second():
     prom = yaml.safe_load(PROMETHEUS.read_text())
     assert prom["global"]["scrape_interval"] == "1s"

@@ -70,6 +70,13 @@ def test_info_describes_the_configuration(start_server, config):
     assert info["precision"] == "fp32" and info["kv_cache"] is True
     assert info["threads"] >= 1 and info["state"] == "ready"
     assert "torch" in info["versions"] and "python" in info["versions"]
+    # what the libraries report, not what was asked: TF32 off for fp32 (engines/precision.py)
+    if engine in ("torch", "jit"):
+        assert info["precision_settings"]["torch.backends.cuda.matmul.allow_tf32"] is False
+        assert info["precision_settings"]["torch.float32_matmul_precision"] == "highest"
+    if engine == "onnx":  # the session's own providers (onnx_engine.verify_session)
+        assert info["execution_providers"][0] == "CPUExecutionProvider"
+        assert "CPUExecutionProvider" in info["provider_options"]
 
 
 @pytest.mark.parametrize("config", [c for c in CPU_CONFIGS if c != "torch-cpu"])

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from services.inference.configs import ServingConfig
+from services.inference.engines import precision as precisions
 from services.models.resolve import ModelSpec
 
-PRECISIONS = ("fp32",)
+PRECISIONS = precisions.SUPPORTED
 
 
 class EngineError(RuntimeError):
@@ -36,8 +37,7 @@ class EngineSettings:
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} not supported; choose from {PRECISIONS}")
+        precisions.check(self.precision)  # a PrecisionError (ValueError) names the supported ones
 
 
 class Engine(abc.ABC):
@@ -53,6 +53,8 @@ class Engine(abc.ABC):
         self.config = config
         self.settings = settings
         self.artifact_dir: Path | None = None
+        #: what the libraries report about numeric precision after load (engines/precision.py)
+        self.precision_settings: dict[str, Any] = {}
 
     # -- preparation (export), cached; never timed as inference ---------------------------------
     def artifact_key(self) -> str:
@@ -92,6 +94,7 @@ class Engine(abc.ABC):
             "provider": self.config.provider,
             "device": self.config.device,
             "precision": self.settings.precision,
+            "precision_settings": self.precision_settings,
             "kv_cache": self.kv_cache,
             "threads": self.settings.threads,
             "artifact": str(self.artifact_dir) if self.artifact_dir else None,

@@ -384,7 +384,10 @@ class JitEngine(Engine):
     def load(self) -> None:
         import torch
 
+        from services.inference.engines.precision import apply_torch
+
         torch.set_num_threads(self.settings.threads)
+        self.precision_settings = apply_torch(self.settings.precision)
         folder = self.prepare()
         meta = self._read_meta(folder)
         if not meta.get("verified"):

@@ -2,15 +2,42 @@
 
 CPUExecutionProvider or CUDAExecutionProvider (with IO binding on CUDA). The export is cached
 per model, precision and library versions; the intra-op thread count is the shared setting.
+
+The provider is verified on the session itself: ``ort.get_available_providers()`` lists CUDA as
+soon as the GPU wheel is installed, but when the CUDA provider then fails to load (a missing
+libcudnn, a driver too old) ORT only warns and runs on the CPU, and optimum derives its device from
+the session. A session whose first provider is not the one asked for is refused, so a run labelled
+onnx-cuda can never have run on the CPU. Its real providers and options go to /info and run.json.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from services.inference.engines import precision as precisions
 from services.inference.engines.base import Engine, EngineError, greedy_generation_config
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def verify_session(session, asked: str, precision: str) -> dict[str, Any]:
+    """What an ORT session really runs on: its providers, their options and precision read-back.
+    EngineError unless ``asked`` is its first provider and its precision options are the asked ones."""
+    used = list(session.get_providers())
+    options = {name: dict(opts) for name, opts in session.get_provider_options().items()}
+    if not used or used[0] != asked:
+        hint = (" — ORT fell back without an error: the CUDA provider did not load (ORT's warning above "
+                "says why: a missing libcudnn/libcublas, a driver older than the CUDA runtime needs, or "
+                "the CPU onnxruntime installed beside onnxruntime-gpu); see README, 'CUDA'"
+                if asked == PROVIDERS["cuda"] else "")
+        raise EngineError(f"ONNX Runtime session runs on {used or 'no provider'}, not on {asked}; "
+                          f"refusing to serve a run that would be mislabelled{hint}")
+    readback = precisions.ort_readback(options)
+    if not precisions.ort_matches(precision, readback):
+        raise EngineError(f"ONNX Runtime session reports {readback} for precision {precision!r}, "
+                          f"expected use_tf32={precisions.ort_cuda_options(precision)['use_tf32']}")
+    return {"providers": used, "provider_options": options, "precision_settings": readback}
 
 
 class OnnxEngine(Engine):
@@ -50,6 +77,11 @@ class OnnxEngine(Engine):
 
         return build_once(target, export)
 
+    def provider_options(self) -> dict[str, str] | None:
+        """Options asked of the provider: on CUDA the precision's (fp32: ``use_tf32=0``, not ORT's TF32
+        default); the CPU provider has no precision option."""
+        return precisions.ort_cuda_options(self.settings.precision) if self.config.provider == "cuda" else None
+
     def load(self) -> None:
         import onnxruntime as ort
         from optimum.onnxruntime import ORTModelForCausalLM
@@ -59,7 +91,8 @@ class OnnxEngine(Engine):
             raise EngineError(
                 f"ONNX Runtime {ort.__version__} here has no {provider} "
                 f"(available: {', '.join(ort.get_available_providers())}); "
-                "onnx-cuda needs the onnxruntime-gpu package, CUDA 12 and cuDNN 9"
+                "onnx-cuda needs the onnxruntime-gpu package (and never the CPU onnxruntime beside it): "
+                "make bench CONFIG=onnx-cuda sets up .venv-cuda with it"
             )
         self.artifact_dir = self.prepare()
         options = ort.SessionOptions()
@@ -68,12 +101,20 @@ class OnnxEngine(Engine):
         self.model_obj = ORTModelForCausalLM.from_pretrained(
             self.artifact_dir,
             provider=provider,
+            provider_options=self.provider_options(),
             session_options=options,
             use_cache=True,
             use_io_binding=self.config.provider == "cuda",
         )
+        self.session_info = verify_session(self.model_obj.session, provider, self.settings.precision)
+        self.precision_settings = self.session_info["precision_settings"]
         if not self.model_obj.use_cache:
             raise EngineError("the ONNX export has no KV cache; delete the artifact and prepare again")
+
+    def describe(self) -> dict[str, Any]:
+        info = getattr(self, "session_info", {})
+        return {**super().describe(), "providers": info.get("providers"),
+                "provider_options": info.get("provider_options")}
 
     def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
                  streamer=None) -> list[int]:

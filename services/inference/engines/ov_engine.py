@@ -77,6 +77,7 @@ class OpenVinoEngine(Engine):
         actual = self.model_obj.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
         # what OpenVINO actually compiled with, not what was asked for
         self.runtime_precision = actual.to_string() if hasattr(actual, "to_string") else str(actual)
+        self.precision_settings = {"openvino.INFERENCE_PRECISION_HINT": self.runtime_precision}
 
     def describe(self) -> dict:
         return {**super().describe(), "ov_config": self.ov_config(),

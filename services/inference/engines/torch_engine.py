@@ -12,7 +12,10 @@ class TorchEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM
 
+        from services.inference.engines.precision import apply_torch
+
         torch.set_num_threads(self.settings.threads)
+        self.precision_settings = apply_torch(self.settings.precision)  # fp32: TF32 off, as ORT's use_tf32=0
         self.model_obj = (
             AutoModelForCausalLM.from_pretrained(
                 self.model.load_source,

@@ -1,0 +1,76 @@
+"""Equal numeric precision on every engine, applied explicitly and read back for the record.
+
+The study's setting is fp32. The libraries do not agree on what fp32 means on a GPU: ONNX Runtime's
+CUDA execution provider runs fp32 matmuls and convolutions in TF32 by default (``use_tf32`` true),
+while torch keeps full fp32 matmuls by default but lets cuDNN use TF32. An fp32 run therefore turns
+TF32 off on both sides, so neither engine is faster for computing less exactly, and records what the
+libraries then report (``/info`` and run.json). tf32/fp16/bf16 are known names an engine may support
+later; until one does they are refused, never silently served as fp32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: precisions some engine implements today
+SUPPORTED = ("fp32",)
+#: names understood but not yet implemented by any engine (refused with this reason)
+PLANNED = ("tf32", "fp16", "bf16")
+
+
+class PrecisionError(ValueError):
+    """A precision no engine can serve (yet); the message names the supported ones."""
+
+
+def check(precision: str) -> str:
+    """The precision if some engine serves it, else a PrecisionError saying why not."""
+    if precision in SUPPORTED:
+        return precision
+    if precision in PLANNED:
+        raise PrecisionError(f"precision {precision!r} is not implemented by any engine yet "
+                             f"(supported: {', '.join(SUPPORTED)}); it is a planned setting, see "
+                             "services/inference/engines/precision.py")
+    raise PrecisionError(f"unknown precision {precision!r}; supported: {', '.join(SUPPORTED)} "
+                         f"(planned: {', '.join(PLANNED)})")
+
+
+def apply_torch(precision: str) -> dict[str, Any]:
+    """Set torch's process-wide matmul/cuDNN precision for ``precision``; return what torch reports
+    afterwards. fp32: TF32 off for matmuls (``float32_matmul_precision='highest'``) and for cuDNN.
+    Harmless on a CPU-only torch (the flags exist; nothing uses them)."""
+    import torch
+
+    check(precision)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    return torch_readback()
+
+
+def torch_readback() -> dict[str, Any]:
+    import torch
+
+    return {
+        "torch.backends.cuda.matmul.allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "torch.backends.cudnn.allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
+def ort_cuda_options(precision: str) -> dict[str, str]:
+    """CUDAExecutionProvider options for ``precision`` (ORT takes option values as strings)."""
+    check(precision)
+    return {"use_tf32": "0"}
+
+
+def ort_readback(provider_options: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """What an ORT session reports about precision, from ``session.get_provider_options()``:
+    ``use_tf32`` of its CUDA provider ("0"/"1"), None where the session has no CUDA provider."""
+    cuda = provider_options.get("CUDAExecutionProvider")
+    return {"ort.CUDAExecutionProvider.use_tf32": None if cuda is None else cuda.get("use_tf32")}
+
+
+def ort_matches(precision: str, readback: dict[str, Any]) -> bool:
+    """Whether a session's reported ``use_tf32`` is what ``precision`` asked (True without CUDA)."""
+    value = readback.get("ort.CUDAExecutionProvider.use_tf32")
+    return value is None or value == ort_cuda_options(precision)["use_tf32"]
