@@ -34,7 +34,9 @@ EPILOG = """\
 outputs (in OUT, default RESULTS/report/):
   runs.csv        one row per run (written first); empty cell = not measured
   medians.csv     median over repetitions per model x configuration; <var>_provenance beside each
-                  energy column (measured | estimated | mixed = refused | missing)
+                  energy column (measured | estimated | mixed = refused | missing);
+                  <var>_ci_low/_ci_high: 95 % bootstrap CI of the median (scipy, percentile
+                  method, seeded; none under 3 runs)
   aggregated.csv  mean of medians per size category x configuration (the study's Tables 4-5) over the
                   category's complete block (models, left_out), <var>_provenance, refused
   savings.csv     relative energy/time savings between configurations, per model and per category;

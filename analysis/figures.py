@@ -1,5 +1,6 @@
 """Figures (PNG, matplotlib Agg): box plots of each dependent variable by size category and
-configuration with one colour per model (the study's Figures 3-5), and the power time series of one
+configuration with one colour per model (the study's Figures 3-5), a black bar on each box for the
+bootstrap confidence interval of its median (analysis/intervals.py), and the power time series of one
 run with its protocol phases shaded.
 
 Energy figures say whether they are measured or estimated: the title and y label name the provenance,
@@ -24,9 +25,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from loadgen.runfolder import read_series  # noqa: E402
+from analysis import intervals as I  # noqa: E402
 from analysis import provenance as P  # noqa: E402
 from analysis.catalog import (DEPENDENT_VARIABLES, SIZE_CATEGORIES, config_sort_key,  # noqa: E402
                               model_sort_key)
@@ -93,6 +96,14 @@ def box_plots(runs: pd.DataFrame, out_dir: Path, variables=None, jobs: int | Non
     return list(zip(todo, [p for p, _ in done]))
 
 
+def legend_columns(fig, labels: list[str], fontsize: float) -> int:
+    """As many legend columns as fit across the figure (a legend wider than its figure is cut off at
+    both sides when saved): about 0.55 em per character plus the handle and the gaps."""
+    width_pt = fig.get_figwidth() * 72 * 0.95
+    per_column = max(len(t) for t in labels) * 0.55 * fontsize + 3.5 * fontsize if labels else 1
+    return max(1, min(6, len(labels), int(width_pt // per_column)))
+
+
 HATCH = {P.ESTIMATED: "///", P.MIXED: "xx"}
 
 
@@ -110,6 +121,7 @@ def _box_plot(runs: pd.DataFrame, var: str, out_dir: Path) -> tuple[Path, dict]:
     if P.is_energy(var) and pcol in data:
         prov = {k: P.combine(g) for k, g in data.groupby(["model", "config"])[pcol]}
     kinds = set(prov.values()) - {P.MISSING}
+    with_ci = False
     fig, axes = plt.subplots(1, len(cats), figsize=(max(5.0, 1.2 * len(configs)) * len(cats) / 1.6, 5.2),
                              squeeze=False, layout="constrained")
     for ax, cat in zip(axes[0], cats):
@@ -139,6 +151,13 @@ def _box_plot(runs: pd.DataFrame, var: str, out_dir: Path) -> tuple[Path, dict]:
                 if len(v) < 5:  # a box of one or two points is a line: show the points
                     ax.plot([p] * len(v), v, "o", color=colours[model], markersize=3,
                             markeredgecolor="black", markeredgewidth=0.4)
+                lo, hi = I.median_ci(v)
+                if np.isfinite(lo) and np.isfinite(hi):
+                    m = float(np.median(v))
+                    ax.errorbar([p + width * 0.22], [m], yerr=[[m - lo], [hi - m]], fmt="D", color="black",
+                                markersize=3, markerfacecolor="white", elinewidth=2.2, capsize=2.5,
+                                capthick=1.4, zorder=5)
+                    with_ci = True
         ax.set_xticks(range(len(configs)))
         ax.set_xticklabels(configs, rotation=35, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(configs) - 0.4)
@@ -160,12 +179,16 @@ def _box_plot(runs: pd.DataFrame, var: str, out_dir: Path) -> tuple[Path, dict]:
     width_chars = int(fig.get_figwidth() * 72 / 6)  # about 6 points per character at 10 pt
     fig.suptitle(textwrap.fill(title, max(30, width_chars)), fontsize=10)  # a narrow figure wraps it
     handles = [Patch(facecolor=colours[m], label=m) for m in all_models]
+    if with_ci:
+        handles.append(Line2D([], [], color="black", linewidth=2.2, marker="D", markersize=3, markerfacecolor="white",
+                              label=f"{I.LEVEL:.0%} bootstrap CI of the median".replace("%", " %")))
     if P.ESTIMATED in kinds:
         handles.append(Patch(facecolor="white", edgecolor="black", hatch=HATCH[P.ESTIMATED], label="estimated energy"))
     if P.MIXED in kinds:
         handles.append(Patch(facecolor="white", edgecolor="black", hatch=HATCH[P.MIXED],
                              label="measured + estimated runs (median refused)"))
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=min(6, len(handles)), frameon=False)
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", frameon=False,
+               ncol=legend_columns(fig, [h.get_label() for h in handles], 7))
     path = out_dir / f"box_{var}.png"
     texts = figure_texts(fig)
     fig.savefig(path, dpi=110)

@@ -26,6 +26,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
+from analysis import intervals as I
 from analysis import provenance as P
 from analysis.blocks import dedupe
 from analysis.catalog import ALL_VARIABLES
@@ -90,9 +91,11 @@ def medians_section(med: pd.DataFrame) -> Section:
     sec = Section("Per-model medians")
     for var in [v for v in ("energy_global_j", "energy_wall_j", "time_s", "energy_per_token_j") if v in med]:
         w, kt = prov_table(med, ["size_category", "model"], var)
+        has_ci = I.low_column(var) in med and pd.to_numeric(med[I.low_column(var)], errors="coerce").notna().any()
         sec.table(w, f"Median over repetitions: {ALL_VARIABLES.get(var, var)}" + (f", {kt}" if kt else "")
                   + ("; cells marked (estimated) are estimates" if kt and kt != "measured"
-                     and kt != "estimated" else ""))
+                     and kt != "estimated" else "")
+                  + (f"; [low, high]: {I.DESCRIPTION}" if has_ci else ""))
     if "output_match_rate" in med and med["output_match_rate"].notna().any():
         w, _ = prov_table(med, ["size_category", "model"], "output_match_rate")
         sec.table(w, "Output equivalence: share of prompts whose generated token ids equal the torch reference "
@@ -127,7 +130,8 @@ FILES = [
     "`runs.csv` - one row per run: every variable, energy sources and whether estimated, flags "
     "(empty = not measured).",
     "`medians.csv` - median over repetitions per model x configuration; `<variable>_provenance` beside each "
-    "energy variable (measured, estimated, or mixed = refused).",
+    "energy variable (measured, estimated, or mixed = refused); `<variable>_ci_low`/`_ci_high` the median's "
+    f"{I.DESCRIPTION}.",
     "`aggregated.csv` - mean of the medians per size category x configuration over the category's complete "
     "block (`models`; `left_out`), `<variable>_provenance`, `refused`.",
     "`savings.csv` - saving_pct = (baseline - value) / baseline x 100 for every ordered pair of configurations, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis import intervals as I
 from analysis import provenance as P
 from analysis.catalog import ALL_VARIABLES, config_sort_key, model_sort_key
 from analysis.report_content import Section
@@ -45,7 +46,8 @@ def vlabel(var: str, ks: set[str]) -> str:
 def prov_table(frame: pd.DataFrame, index: list[str], var: str) -> tuple[pd.DataFrame, str]:
     """``frame`` pivoted to one column per configuration, formatted, with provenance in the headers
     (a column whose values are all estimated) or the cells (``(estimated)``; refused = mixed), and the
-    provenance phrase for the caption."""
+    provenance phrase for the caption. Where ``frame`` has the median's confidence interval
+    (analysis/intervals.py), a cell reads ``median [low, high]``."""
     if var not in frame:
         return pd.DataFrame(), ""
     pcol = P.provenance_column(var)
@@ -60,8 +62,11 @@ def prov_table(frame: pd.DataFrame, index: list[str], var: str) -> tuple[pd.Data
     configs = sorted(sub["config"].unique(), key=config_sort_key)
     keys = sub[index].drop_duplicates()
     keys = keys.sort_values(index, key=lambda s: s.map(model_sort_key) if s.name == "model" else s)
+    lo_col, hi_col = I.low_column(var), I.high_column(var)
     cell = {(tuple(r[index]), r["config"]): (v, r[pcol] if has_p else "", str(r.get("refused", "") or ""))
             for (_, r), v in zip(sub.iterrows(), vals[keep])}
+    ci = {(tuple(r[index]), r["config"]): (r[lo_col], r[hi_col]) for _, r in sub.iterrows()} \
+        if lo_col in sub and hi_col in sub else {}
     col_kinds = {c: {p for (k, cc), (v, p, _) in cell.items() if cc == c and p} for c in configs}
     uniform_est = {c for c, ks in col_kinds.items() if ks == {P.ESTIMATED}}
     rows = []
@@ -79,6 +84,9 @@ def prov_table(frame: pd.DataFrame, index: list[str], var: str) -> tuple[pd.Data
                 text = "refused (incomplete block)"
             else:
                 text = fmt(v, var)
+                lo, hi = ci.get((key, c), (np.nan, np.nan))
+                if text and pd.notna(lo) and pd.notna(hi):
+                    text += f" [{fmt(lo, var)}, {fmt(hi, var)}]"
                 if text and p == P.ESTIMATED and c not in uniform_est:
                     text += " (estimated)"
             row[c + (" (estimated)" if c in uniform_est else "")] = text

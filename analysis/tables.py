@@ -19,6 +19,7 @@ from analysis import provenance as P
 from analysis.blocks import complete_block
 from analysis.catalog import (ALL_VARIABLES, ENERGY_DOMAINS, RUN_COLUMNS, canonical_model, config_sort_key,
                               model_sort_key, size_category_for, CONFIG_RE)
+from analysis.intervals import add_median_cis
 
 SAVINGS_VARIABLES = ("energy_global_j", "energy_wall_j", "dynamic_energy_global_j", "time_s")
 FULL_MATCH = 1.0 - 1e-9
@@ -170,7 +171,9 @@ def medians(runs: pd.DataFrame) -> pd.DataFrame:
     """Median over repetitions per model x configuration, of every variable; ``n_runs`` and flags.
 
     Every energy variable gets ``<var>_provenance`` beside it (measured / estimated / missing); a group
-    whose runs mix measured and estimated values gets ``mixed`` and no median (refused).
+    whose runs mix measured and estimated values gets ``mixed`` and no median (refused). The medians
+    the report shows get a bootstrap confidence interval (``<var>_ci_low``/``_ci_high``, after the
+    provenance; analysis/intervals.py).
     """
     runs = P.mark_negative(runs)
     variables = [c for c in ALL_VARIABLES if c in runs]
@@ -198,7 +201,8 @@ def medians(runs: pd.DataFrame) -> pd.DataFrame:
             out[est] = runs.groupby(keys, dropna=False, sort=False)[est].agg(_any_true)
     fl = runs.groupby(keys, dropna=False, sort=False)["flags"].agg(list)
     out["flags"] = [_group_flags(pd.Series(f), r) for f, r in zip(fl, out["output_match_rate"])]
-    return _beside(_sorted(out.reset_index(), ["size_category", "model", "config"]))
+    med = _beside(_sorted(out.reset_index(), ["size_category", "model", "config"]))
+    return add_median_cis(med, num, keys)
 
 
 def aggregated(med: pd.DataFrame) -> pd.DataFrame:
