@@ -151,7 +151,7 @@ def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.Data
     """The report's sections, in reading order (see the module docstring to add one)."""
     runs = P.with_provenance(runs)
     evar = energy_variable(agg)
-    rq1_sec, notes1 = rq1(med, agg, sav, evar)
+    rq1_sec, notes1 = rq1(med, agg, sav, evar, stats, alpha)
     for var, path in figures:
         if var in (evar, "time_s"):
             rq1_sec.figure(path, figure_caption(

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import provenance as P
+from analysis import significance as S
 from analysis.blocks import complete_block
 from analysis.catalog import ALL_VARIABLES, DEPENDENT_VARIABLES, config_sort_key, model_sort_key
 from analysis.report_content import Section
@@ -60,7 +61,13 @@ def _saving_text(sav: pd.DataFrame, cat, var: str, cfg: str) -> str:
     return f", {fmt(ref['saving_pct'].iloc[0], 'pct')} % less than torch-cpu" if len(ref) else ""
 
 
-def _verdict(sub, sav, cat, var, what) -> str:
+def _block_models(sub: pd.DataFrame) -> list[str]:
+    if "models" not in sub or sub["models"].dropna().empty:
+        return []
+    return [m for m in str(sub["models"].dropna().iloc[0]).split(",") if m]
+
+
+def _verdict(sub, sav, cat, var, what, med=None, stats=None, alpha: float = 0.05) -> str:
     classes, refused = _classes(sub, var)
     unit = "J" if var.endswith("_j") else "s"
     texts = []
@@ -79,6 +86,10 @@ def _verdict(sub, sav, cat, var, what) -> str:
                 f"{', ' + prov if prov else ''}){_saving_text(sav, cat, var, cfg)}")
         if "output_match" in str(sub.loc[sub["config"] == cfg, "flags"].iloc[0] or ""):
             text += " (but its outputs differ from the torch reference for some models: see the flags)"
+        if med is not None:
+            runner_up = sorted(vals, key=vals.get)[1]
+            res = S.pair(stats, med, _block_models(sub), var, cfg, runner_up, alpha)
+            text += "; " + S.phrase(res, runner_up, alpha, f"{adj}{what}")
         cpu = {c: v for c, v in vals.items() if c.endswith("-cpu")}
         if cpu and min(cpu, key=cpu.get) != cfg:
             c2 = min(cpu, key=cpu.get)
@@ -92,8 +103,10 @@ def _verdict(sub, sav, cat, var, what) -> str:
     return "; ".join(texts)
 
 
-def rq1(med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar: str | None) -> tuple[Section, list[str]]:
-    """RQ1 verdicts and tables, and the 'left out of ...' notes."""
+def rq1(med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar: str | None,
+        stats: pd.DataFrame | None = None, alpha: float = 0.05) -> tuple[Section, list[str]]:
+    """RQ1 verdicts and tables, and the 'left out of ...' notes. Each verdict says whether the winner's
+    difference from the runner-up is significant in the RQ3 tests (analysis/significance.py)."""
     ek = kinds(med, evar) if evar else set()
     sec = Section("RQ1 - Which engine and provider needs the least energy" + (f" ({kinds_text(ek)})" if ek else "")
           + " and time?")
@@ -102,7 +115,7 @@ def rq1(med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar: str | Non
     label = ENERGY_WORDS.get(evar or "", "")
     items, notes = [], []
     for cat, sub in agg.groupby("size_category", dropna=False, sort=True):
-        parts = [_verdict(sub, sav, cat, var, what) for var, what in ((evar, label), ("time_s", "time"))
+        parts = [_verdict(sub, sav, cat, var, what, med, stats, alpha) for var, what in ((evar, label), ("time_s", "time"))
                  if var is not None and var in sub]
         parts = [p for p in parts if p]
         left = str(sub["left_out"].iloc[0] or "") if "left_out" in sub else ""
@@ -116,7 +129,7 @@ def rq1(med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar: str | Non
     if evar:
         block = complete_block(med, f"the per-model winners ({kinds_text(ek)} {label})", var=evar)
         notes += block.notes()
-        wins, refused, provs = [], [], set()
+        wins, refused, provs, margins = [], [], set(), []
         for model, sub in med[med["model"].isin(block.models)].groupby("model", sort=False):
             classes, bad = _classes(sub, evar)
             if bad or len(classes) != 1:
@@ -125,13 +138,17 @@ def rq1(med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar: str | Non
             (prov, vals), = classes.items()
             provs.add(prov)
             wins.append(min(vals, key=vals.get))
+            if len(vals) > 1:
+                margins.append((model, S.pair(stats, med, [model], evar, wins[-1], sorted(vals, key=vals.get)[1],
+                                              alpha)))
         if wins:
             counts = pd.Series(wins).value_counts()
             sec.text(f"Per model, the configuration with the lowest median {kinds_text(provs)} {label} (over the "
                   f"{len(block.models)} model(s) that have every configuration): "
                   + ", ".join(f"{c} for {k} of {len(wins)} models" for c, k in counts.items()) + "."
                   + (f" Not counted (measured and estimated {label} across its configurations, or refused): "
-                     + ", ".join(refused) + "." if refused else ""))
+                     + ", ".join(refused) + "." if refused else "") + _margins_text(margins, kinds_text(provs),
+                                                                                   label, alpha))
         t, kt = prov_table(agg, ["size_category"], evar)
         sec.table(t, f"Mean of median {kt} {label} [J] per size category and configuration, over each category's "
                      "models that have every configuration (the study's Table 4/5 layout)")
@@ -140,6 +157,23 @@ def rq1(med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, evar: str | Non
                  "models that have every configuration")
     savings_table(sec, sav, evar)
     return sec, notes
+
+
+def _margins_text(margins, kind: str, label: str, alpha: float) -> str:
+    """' Its lead over the runner-up is significant in 2 of 3 models (...)' for the per-model winners."""
+    if not margins:
+        return ""
+    sig = [m for m, r in margins if r.significant]
+    tested = [m for m, r in margins if r.tested]
+    untested = {m: "; ".join(sorted(set(r.not_tested.values()))) for m, r in margins if not r.tested}
+    if not tested:
+        return (f" Whether the winner's lower {kind} {label} than the runner-up's is significant was not tested ("
+                + "; ".join(sorted(set(untested.values()))) + ").")
+    text = (f" The winner's lower {kind} {label} than the runner-up's is significant (p <= {alpha}, {S.HOW}) "
+            f"in {len(sig)} of {len(tested)} tested models" + (f" ({', '.join(sig)})" if 0 < len(sig) < len(tested) else ""))
+    if untested:
+        text += f"; not tested in {', '.join(untested)}"
+    return text + "."
 
 
 # ---------------------------------------------------------------- RQ2
