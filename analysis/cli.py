@@ -43,7 +43,8 @@ outputs (in OUT, default RESULTS/report/):
                   provenance, refused (measured vs estimated, negative energy above idle)
   stats.csv       Shapiro-Wilk, Levene, Welch ANOVA + Games-Howell or Kruskal-Wallis + Dunn (Holm);
                   provenance, in_block; test "refused" for measured vs estimated energy
-  figures/*.png   box plots per variable; power time series of one run; figures.json: their texts
+  figures/*.png   box plots per variable; energy vs time per model with the Pareto front;
+                  power time series of one run; figures.json: their texts
   report.md, report.html
 
 a --table CSV needs columns model, config and variables named as in runs.csv (energy_global_j,
@@ -188,6 +189,13 @@ def main(argv=None) -> int:
 
         figdir = out / "figures"
         figures = [(v, str(p.relative_to(out))) for v, p in F.box_plots(runs, figdir, jobs=args.jobs)]
+        from analysis import pareto
+        from analysis.report_verdicts import energy_variable
+
+        evar = energy_variable(agg)
+        scatter = pareto.scatter(med, evar, figdir) if evar and "time_s" in med else None
+        if scatter:
+            figures.append(("pareto", str(scatter.relative_to(out))))
         ts_rel = _timeseries(args, folders, figdir, out, notes)
         written += [out / p for _, p in figures] + ([out / ts_rel] if ts_rel else [])
         stage("figures")

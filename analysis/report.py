@@ -27,6 +27,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from analysis import intervals as I
+from analysis import pareto
 from analysis import provenance as P
 from analysis.blocks import dedupe
 from analysis.catalog import ALL_VARIABLES
@@ -157,6 +158,18 @@ def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.Data
             rq1_sec.figure(path, figure_caption(
                 runs, var, "one box per model (colour) and configuration, over repetitions, by size category"
                 + (" (hatched boxes: estimated energy)" if P.is_energy(var) else "")))
+    if evar and "time_s" in med:
+        front = pareto.sentences(med, evar)
+        if front:
+            rq1_sec.text("Energy against time, per model: a configuration is on the Pareto front when no other "
+                         "needs less energy and less time (fronts are found within one kind of energy, measured "
+                         "or estimated):").items(front)
+        for var, path in figures:
+            if var == "pareto":
+                rq1_sec.figure(path, f"{vlabel(evar, kinds(runs, evar))} against inference time, median per model "
+                                     "and configuration with bootstrap intervals; filled points joined: the Pareto "
+                                     "front" + (" (triangles: estimated energy)" if P.ESTIMATED in kinds(runs, evar)
+                                                else ""))
     rq2_sec, notes2 = rq2(med)
     for var, path in figures:
         if var in USAGE:
@@ -167,7 +180,7 @@ def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.Data
         rq1_sec, rq2_sec, rq3_sec,
         left_out_section(notes1 + notes2 + notes3),
         medians_section(med),
-        more_figures_section(runs, figures, {evar, "time_s", *USAGE}, timeseries),
+        more_figures_section(runs, figures, {evar, "time_s", "pareto", *USAGE}, timeseries),
         runs_left_out_section(left_out),
         Section("Files").items(FILES),
     ]
