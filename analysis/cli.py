@@ -203,6 +203,7 @@ def main(argv=None) -> int:
     from analysis import report as R
 
     doc = R.build(runs, med, agg, sav, stats, left_out, notes, figures, ts_rel, source=", ".join(sources),
+                  manifests=_manifests(folders),
                   alpha=args.alpha, table_input=args.table is not None,
                   table_only=args.results is None,
                   selection=took + (f" (filters: `{sel.describe()}`)" if sel.active() else ""))
@@ -213,6 +214,17 @@ def main(argv=None) -> int:
     for p in written:
         print(f"  {p}")
     return 0
+
+
+def _manifests(folders: dict) -> dict[str, dict]:
+    """Each analysed run's run.json (for the report's setup section); one that no longer reads is skipped."""
+    out = {}
+    for rid, folder in folders.items():
+        try:
+            out[rid] = json.loads((Path(folder) / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def _timeseries(args, folders: dict, figdir: Path, out: Path, notes: dict) -> str | None:

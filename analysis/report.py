@@ -33,6 +33,7 @@ from analysis.blocks import dedupe
 from analysis.catalog import ALL_VARIABLES
 from analysis.report_caveats import POLICY, caveats, provenance_summary
 from analysis.report_content import Section
+from analysis.report_setup import setup_section
 from analysis.report_tables import kinds, kinds_text, prov_table, vlabel
 from analysis.report_verdicts import USAGE, energy_variable, rq1, rq2, rq3
 
@@ -131,7 +132,7 @@ FILES = [
     "`runs.csv` - one row per run: every variable, energy sources and whether estimated, flags "
     "(empty = not measured).",
     "`medians.csv` - median over repetitions per model x configuration; `<variable>_provenance` beside each "
-    "energy variable (measured, estimated, or mixed = refused); `<variable>_ci_low`/`_ci_high` the median's "
+    "energy variable (measured, estimated, or mixed = refused); `<variable>_ci_low`/`_ci_high`: the "
     f"{I.DESCRIPTION}.",
     "`aggregated.csv` - mean of the medians per size category x configuration over the category's complete "
     "block (`models`; `left_out`), `<variable>_provenance`, `refused`.",
@@ -148,7 +149,7 @@ FILES = [
 def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.DataFrame, stats: pd.DataFrame,
           left_out: list, notes: dict, figures: list[tuple[str, str]], timeseries: str | None,
           source: str, alpha: float = 0.05, table_input: bool = False, table_only: bool = False,
-          selection: str = "") -> Report:
+          selection: str = "", manifests: dict[str, dict] | None = None) -> Report:
     """The report's sections, in reading order (see the module docstring to add one)."""
     runs = P.with_provenance(runs)
     evar = energy_variable(agg)
@@ -182,6 +183,7 @@ def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.Data
         medians_section(med),
         more_figures_section(runs, figures, {evar, "time_s", "pareto", *USAGE}, timeseries),
         runs_left_out_section(left_out),
+        setup_section(manifests or {}),
         Section("Files").items(FILES),
     ]
     return Report(TITLE, [s for s in sections if s is not None])

@@ -45,3 +45,21 @@ def test_write_leaves_whole_files_only(tmp_path):
     md, htm = write(sample(), tmp_path)
     assert md.read_text() == render_md(sample()) and htm.read_text() == render_html(sample())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md"]  # no temporary left
+
+
+def test_a_section_with_a_template_of_its_own(tmp_path, monkeypatch):
+    import shutil
+
+    import analysis.report as R
+
+    shutil.copytree(R.TEMPLATES, tmp_path / "templates")
+    (tmp_path / "templates" / "sections" / "kv.md.j2").write_text(
+        "{% for k, v in section.data.items() %}- {{ k }}: {{ v }}\n{% endfor %}\n")
+    (tmp_path / "templates" / "sections" / "kv.html.j2").write_text(
+        "<ul>{% for k, v in section.data.items() %}<li>{{ k }}: {{ v }}</li>{% endfor %}</ul>\n")
+    monkeypatch.setattr(R, "TEMPLATES", tmp_path / "templates")
+    rep = Report("t", [Section("pass@1", template="kv", data={"tiny torch-cpu": "0/164", "<x>": "1"})])
+    units_md, _ = parse_md(render_md(rep))
+    units_html, _ = parse_html(render_html(rep))
+    assert units_md == units_html == ["pass@1", "tiny torch-cpu: 0/164", "<x>: 1"]
+    assert "&lt;x&gt;" in render_html(rep)
