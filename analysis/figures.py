@@ -51,16 +51,39 @@ SIDECAR = "figures.json"
 
 
 def figure_texts(fig) -> dict:
-    """The words a figure shows: suptitle, axes titles and labels, legend entries."""
+    """The words a figure shows: suptitle, axes titles and labels, legend entries; and ``cut_off``,
+    those of them that reach past the figure's edges (they would be cut off in the PNG)."""
     sup = fig._suptitle.get_text().replace("\n", " ") if getattr(fig, "_suptitle", None) is not None else ""
     legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     return {
         "suptitle": sup,
-        "titles": [ax.get_title() for ax in fig.axes if ax.get_title()],
+        "titles": [ax.get_title().replace("\n", " ") for ax in fig.axes if ax.get_title()],
         "ylabels": [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()],
         "xlabels": [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()],
         "legend": [t.get_text() for lg in legends for t in lg.get_texts()],
+        "cut_off": cut_off(fig),
     }
+
+
+def cut_off(fig) -> list[str]:
+    """The texts (titles, axis labels, legend entries) that do not fit inside the figure, after layout."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    texts = [getattr(fig, "_suptitle", None)]
+    for ax in fig.axes:
+        if ax.get_visible():
+            texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+    texts += [t for lg in legends for t in lg.get_texts()]
+    out = []
+    for t in texts:
+        if t is None or not t.get_visible() or not t.get_text():
+            continue
+        bb = t.get_window_extent(renderer)
+        if bb.x0 < box.x0 - 1 or bb.x1 > box.x1 + 1 or bb.y0 < box.y0 - 1 or bb.y1 > box.y1 + 1:
+            out.append(t.get_text().replace("\n", " "))
+    return out
 
 
 def record_texts(out_dir: Path, texts: dict[str, dict]) -> Path:
@@ -272,7 +295,8 @@ def timeseries_plot(run_dir: Path, manifest: dict, out_dir: Path) -> Path | None
     est = [label.split(" (")[0] for label in power if "ESTIMATED" in label]
     said = (f"ESTIMATED (not measured): {', '.join(dict.fromkeys(est))} (dashed)" if est
             else "every source measured")
-    ax1.set_title(f"Run {rid}: power per source, {said}; phases shaded", fontsize=10)
+    title = f"Run {rid}: power per source, {said}; phases shaded"
+    ax1.set_title(textwrap.fill(title, int(fig.get_figwidth() * 0.7 * 72 / 6)), fontsize=10)  # the axes' width
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"timeseries_{_slug(rid)}.png"
     texts = figure_texts(fig)

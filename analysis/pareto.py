@@ -11,6 +11,7 @@ joined, the others hollow; a legend and the title say which energy is estimated.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -74,6 +75,7 @@ def scatter(med: pd.DataFrame, evar: str, out_dir: Path) -> Path | None:
     kinds = set(pts["provenance"]) - {""}
     name = ALL_VARIABLES.get(evar, evar)
     ci = med.set_index(["model", "config"])
+    with_ci = False
     for ax, model in zip(axes.flat, models):
         mine = pts[pts["model"] == model]
         for kind, g in mine.groupby("provenance", sort=True):
@@ -82,6 +84,7 @@ def scatter(med: pd.DataFrame, evar: str, out_dir: Path) -> Path | None:
                 c = ci.loc[(model, r.config)]
                 xerr = _err(r.time_s, c.get(I.low_column("time_s")), c.get(I.high_column("time_s")))
                 yerr = _err(r.energy, c.get(I.low_column(evar)), c.get(I.high_column(evar)))
+                with_ci = with_ci or xerr is not None or yerr is not None
                 ax.errorbar([r.time_s], [r.energy], xerr=xerr, yerr=yerr, fmt=MARKERS.get(kind, "o"),
                             color=colour, markerfacecolor=colour if r.on_front else "white", markersize=6,
                             elinewidth=0.8, capsize=2)
@@ -100,17 +103,19 @@ def scatter(med: pd.DataFrame, evar: str, out_dir: Path) -> Path | None:
     handles = [Line2D([], [], marker="o", color="#555555", linestyle="-", label="Pareto front (filled): no "
                       "configuration needs less energy and less time"),
                Line2D([], [], marker="o", color="#555555", markerfacecolor="white", linestyle="none",
-                      label="dominated (hollow)"),
-               Line2D([], [], color="black", linewidth=0.8, label=f"{I.LEVEL:.0%} bootstrap CIs of the medians"
-                      .replace("%", " %"))]
+                      label="dominated (hollow)")]
+    if with_ci:
+        handles.append(Line2D([], [], color="black", linewidth=0.8,
+                              label=f"{I.LEVEL:.0%} bootstrap CIs of the medians".replace("%", " %")))
     for kind in sorted(kinds):
         handles.append(Line2D([], [], marker=MARKERS[kind], linestyle="none",
                               color="#d95f02" if kind == P.ESTIMATED else "#1b9e77",
                               label=f"{kind} energy" + (" (a model, not a meter)" if kind == P.ESTIMATED else "")))
     said = {frozenset({P.MEASURED}): "measured", frozenset({P.ESTIMATED}): "ESTIMATED"}.get(
         frozenset(kinds), "measured or estimated, fronts never mix the two" if kinds else "")
-    fig.suptitle(f"{name.split(' [')[0]}" + (f" ({said})" if said else "")
-                 + " against time per model, Pareto front marked", fontsize=10, wrap=True)
+    title = (f"{name.split(' [')[0]}" + (f" ({said})" if said else "")
+             + " against time per model, Pareto front marked")
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 72 / 6)), fontsize=10)  # wraps on a narrow figure
     fig.legend(handles=handles, fontsize=7, loc="outside lower center", frameon=False,
                ncol=legend_columns(fig, [h.get_label() for h in handles], 7))
     out_dir.mkdir(parents=True, exist_ok=True)
