@@ -171,7 +171,7 @@ def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.Data
                                      "and configuration with bootstrap intervals; filled points joined: the Pareto "
                                      "front" + (" (triangles: estimated energy)" if P.ESTIMATED in kinds(runs, evar)
                                                 else ""))
-    rq2_sec, notes2 = rq2(med)
+    rq2_sec, notes2 = rq2(med, stats, alpha)
     for var, path in figures:
         if var in USAGE:
             rq2_sec.figure(path, figure_caption(runs, var, "by size category and configuration"))

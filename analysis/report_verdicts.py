@@ -178,7 +178,8 @@ def _margins_text(margins, kind: str, label: str, alpha: float) -> str:
 
 # ---------------------------------------------------------------- RQ2
 
-def rq2(med: pd.DataFrame) -> tuple[Section, list[str]]:
+def rq2(med: pd.DataFrame, stats: pd.DataFrame | None = None, alpha: float = 0.05) -> tuple[Section, list[str]]:
+    """RQ2 verdicts (highest and lowest use, and whether their difference is significant) and table."""
     sec = Section("RQ2 - How much CPU, RAM and GPU does each configuration use?")
     present = [v for v in USAGE if v in med and pd.to_numeric(med[v], errors="coerce").notna().any()]
     if not present:
@@ -199,8 +200,9 @@ def rq2(med: pd.DataFrame) -> tuple[Section, list[str]]:
         if np.isclose(s[hi], s[lo], rtol=1e-6, atol=1e-9):
             items.append(f"{USAGE_NAMES[v]}: the same for every configuration ({fmt(s[hi], v)} %; {over}).")
             continue
+        res = S.pair(stats, med, block.models, v, lo, hi, alpha)
         items.append(f"{USAGE_NAMES[v]}: highest with **{hi}** ({fmt(s[hi], v)} %), lowest with **{lo}** "
-                     f"({fmt(s[lo], v)} %), {over}.")
+                     f"({fmt(s[lo], v)} %), {over}; {lo} vs {hi}: {S.phrase(res, hi, alpha, USAGE_NAMES[v])}.")
     missing = [USAGE_NAMES[v] for v in USAGE if v not in present]
     if missing:
         items.append("Not recorded: " + ", ".join(missing) + ".")

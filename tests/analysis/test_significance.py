@@ -59,3 +59,18 @@ def test_verdicts_say_what_the_tests_found(tmp_path):
         winners = next(u for u in units if u.startswith("Per model, the configuration"))
         assert "lower estimated global energy (CPU + GPU) than the runner-up's is significant" in winners
         assert "in 1 of 2 tested models (phi2)" in winners
+
+
+def test_usage_verdict_says_whether_highest_and_lowest_differ(tmp_path):
+    recs = [{"model": m, "config": c, "rep": r, "time_s": 10.0 + r / 10, "cpu_usage_pct": u + (-1, 0, 1.2)[r - 1],
+             "ram_usage_pct": 30.0 + (-1, 0, 1.2)[r - 1] + (0.2 if c == "onnx-cpu" else 0.0)}
+            for m in ("codeparrot-small", "phi2")
+            for c, u in (("torch-cpu", 90.0), ("onnx-cpu", 40.0), ("ov-cpu", 60.0)) for r in (1, 2, 3)]
+    pd.DataFrame(recs).to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "out"
+    assert main(["--table", str(tmp_path / "t.csv"), "--out", str(out), "--quiet", "--no-figures"]) == 0
+    units, _ = parse_md((out / "report.md").read_text())
+    cpu = next(u for u in units if u.startswith("CPU usage: highest"))
+    assert "onnx-cpu vs torch-cpu: significantly lower CPU usage than torch-cpu in all 2 tested models" in cpu
+    ram = next(u for u in units if u.startswith("RAM usage: highest"))
+    assert "NOT significantly lower RAM usage than onnx-cpu" in ram  # 0.2 points apart: no difference
