@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from analysis import intervals as I  # noqa: E402
 from analysis import provenance as P  # noqa: E402
 from analysis.catalog import ALL_VARIABLES, config_sort_key, model_sort_key  # noqa: E402
-from analysis.figures import figure_texts, legend_columns, record_texts  # noqa: E402
+from analysis.figure_texts import figure_texts, legend_columns, record_texts  # noqa: E402
 
 MARKERS = {P.MEASURED: "o", P.ESTIMATED: "^", "": "o"}
 

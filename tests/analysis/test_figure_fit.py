@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis.cli import main  # noqa: E402
-from analysis.figures import cut_off  # noqa: E402
+from analysis.figure_texts import cut_off  # noqa: E402
 from tests.analysis.runfolders import write_cells  # noqa: E402
 
 
