@@ -8,9 +8,13 @@ template turns them into <strong> and <code> (everything else is escaped).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
+
+
+_NUMBER = re.compile(r"^[-+]?[\d,.]+( %)?( \[.*\])?( \(estimated\))?$")
 
 
 @dataclass
@@ -45,6 +49,15 @@ class Table:
     @property
     def rows(self) -> list[list[str]]:
         return [[str(v) for v in row] for row in self.frame.itertuples(index=False)]
+
+    @property
+    def align(self) -> list[str]:
+        """'num' for a column of numbers (right-aligned in HTML), else 'text'."""
+        out = []
+        for j in range(len(self.frame.columns)):
+            cells = [str(v).strip() for v in self.frame.iloc[:, j] if str(v).strip() not in ("", "nan", "-")]
+            out.append("num" if cells and all(_NUMBER.match(c) for c in cells) else "text")
+        return out
 
 
 @dataclass

@@ -39,6 +39,7 @@ def test_html_escapes_text_and_marks_only_strong_and_code():
     assert "<strong>3 runs</strong>" in htm and "<code>results/</code>" in htm and "&amp; more" in htm
     assert '<img src="figures/box_time_s.png" alt="Inference time: one box per model">' in htm
     assert htm.startswith("<!DOCTYPE html>") and htm.rstrip().endswith("</html>")
+    assert '<td class="text">a|b</td><td class="num">2</td>' in htm  # numbers right-aligned, words left
 
 
 def test_write_leaves_whole_files_only(tmp_path):
