@@ -18,6 +18,8 @@ def test_median_ci_edges():
     assert all(np.isnan(I.median_ci([1.0, 2.0])))
     assert all(np.isnan(I.median_ci([1.0, np.nan, "x", 3.0])))  # 2 finite values
     assert I.median_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)
+    assert I.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)  # 3 runs: the range, which holds the median 75 % of the time
+    assert "3 runs 75 %" in I.DESCRIPTION
     x = [10.0, 11.0, 12.0, 13.0, 30.0, 11.5, 12.5, 10.5]
     lo, hi = I.median_ci(x)
     assert min(x) <= lo <= np.median(x) <= hi <= max(x)
