@@ -202,7 +202,7 @@ def rq2(med: pd.DataFrame, stats: pd.DataFrame | None = None, alpha: float = 0.0
             continue
         res = S.pair(stats, med, block.models, v, lo, hi, alpha)
         items.append(f"{USAGE_NAMES[v]}: highest with **{hi}** ({fmt(s[hi], v)} %), lowest with **{lo}** "
-                     f"({fmt(s[lo], v)} %), {over}; {lo} vs {hi}: {S.phrase(res, hi, alpha, USAGE_NAMES[v])}.")
+                     f"({fmt(s[lo], v)} %), {over}; {lo} vs {hi}: {S.phrase(res, hi, alpha, USAGE_NAMES[v], but=False)}.")
     missing = [USAGE_NAMES[v] for v in USAGE if v not in present]
     if missing:
         items.append("Not recorded: " + ", ".join(missing) + ".")

@@ -69,8 +69,9 @@ def pair(stats: pd.DataFrame | None, med: pd.DataFrame, models, var: str, a: str
     return out
 
 
-def phrase(res: PairResult, other: str, alpha: float, what: str) -> str:
-    """'its <what> differs significantly from onnx-cpu's in 2 of 3 tested models (...)'."""
+def phrase(res: PairResult, other: str, alpha: float, what: str, but: bool = True) -> str:
+    """'significantly lower <what> than <other> in 2 of 3 tested models (...)'; ``but`` opens a
+    negative answer with 'but' (after a sentence that named a winner)."""
     n_all = res.tested + len(res.not_tested)
     if res.tested == 0:
         why = "; ".join(sorted(set(res.not_tested.values()))) or "no tests"
@@ -79,7 +80,7 @@ def phrase(res: PairResult, other: str, alpha: float, what: str) -> str:
     if len(res.significant) == res.tested:
         head = f"significantly lower {what} than {other} in {models}"
     elif not res.significant:
-        head = (f"but NOT significantly lower {what} than {other} in "
+        head = (("but " if but else "") + f"NOT significantly lower {what} than {other} in "
                 + ("the 1 tested model" if res.tested == 1 else f"any of the {res.tested} tested models"))
     else:
         head = (f"significantly lower {what} than {other} in {len(res.significant)} of {res.tested} tested "

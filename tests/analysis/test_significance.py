@@ -73,4 +73,4 @@ def test_usage_verdict_says_whether_highest_and_lowest_differ(tmp_path):
     cpu = next(u for u in units if u.startswith("CPU usage: highest"))
     assert "onnx-cpu vs torch-cpu: significantly lower CPU usage than torch-cpu in all 2 tested models" in cpu
     ram = next(u for u in units if u.startswith("RAM usage: highest"))
-    assert "NOT significantly lower RAM usage than onnx-cpu" in ram  # 0.2 points apart: no difference
+    assert "torch-cpu vs onnx-cpu: NOT significantly lower RAM usage than onnx-cpu" in ram  # 0.2 points apart
