@@ -54,6 +54,7 @@ def test_a_section_with_a_template_of_its_own(tmp_path, monkeypatch):
     import analysis.report as R
 
     shutil.copytree(R.TEMPLATES, tmp_path / "templates")
+    (tmp_path / "templates" / "sections").mkdir(exist_ok=True)  # git keeps no empty folder
     (tmp_path / "templates" / "sections" / "kv.md.j2").write_text(
         "{% for k, v in section.data.items() %}- {{ k }}: {{ v }}\n{% endfor %}\n")
     (tmp_path / "templates" / "sections" / "kv.html.j2").write_text(
