@@ -12,7 +12,7 @@ say analysis/report_pass.py) and fill it with ``.text()``, ``.items()``, ``.tabl
 (``.subsection()`` for a heading inside it); then insert it into ``sections`` in ``build`` where it
 belongs. The shared templates lay its parts out in both formats; nothing else changes. For a layout
 of its own, give ``Section(template="name")`` (and ``data=...``) and write
-analysis/templates/sections/name.md.j2 and name.html.j2, which see the section as ``section``.
+analysis/templates/sections/name.md.j2 and name.html.j2 (make the folder), which see it as ``section``.
 """
 
 from __future__ import annotations
