@@ -7,6 +7,7 @@
 #   make models     MODEL=… CONFIG=…                 prepare (export) model artifacts ahead of time
 #   make serve      CONFIG=onnx-cpu MODEL=tiny       serve one configuration on 127.0.0.1:8000
 #   make equivalence MODEL=tiny CONFIG=cpu           compare every engine's tokens with torch
+#   make score      COMPLETIONS=file.jsonl [SCORE_ARGS=…]   pass@1 of {task_id, completion} lines, sandboxed
 #   make analyze    [RESULTS=results] [TABLE=x.csv] [OUT=dir] [TIMESERIES=run-id]   tables, tests, figures, report
 #                   [STUDY=a,b] [MODEL=a,b] [CONFIG=a,b] [RUNS=id,id]   only those runs (prints what it took)
 #   make images     [CONFIG=…]                       the Docker images (CPU; CUDA too if CONFIG names one)
@@ -30,7 +31,7 @@ export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
 # ENERGIBRIDGE_BIN; NETIO credentials only in the environment (NETIO_USER, NETIO_PASSWORD)
 export CPU_SENSOR GPU_SENSOR WALL_METER TDP_WATTS IDLE_WATTS ENERGIBRIDGE_BIN
 
-.PHONY: venv test bench study prompts models serve equivalence analyze benchmark-serving benchmark-analysis overhead clean-venv
+.PHONY: venv test bench study prompts models serve equivalence score analyze benchmark-serving benchmark-analysis overhead clean-venv
 
 $(STAMP): requirements.txt constraints.txt requirements-dev.txt constraints-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +62,10 @@ serve: $(STAMP)
 
 equivalence: $(STAMP)
 	$(PY) -m services.inference.equivalence --model "$(MODEL)" --configs "$(CONFIG)"
+
+score: $(STAMP)
+	@test -n "$(COMPLETIONS)" || { echo "usage: make score COMPLETIONS=file.jsonl [SCORE_ARGS=--unsafe-local-exec] (python -m scoring --help)" >&2; exit 2; }
+	$(PY) -m scoring "$(COMPLETIONS)" $(SCORE_ARGS)
 
 # STUDY/MODEL/CONFIG/RUNS select runs only when given on the command line (MODEL and CONFIG have bench
 # defaults above, which must not filter an analysis)

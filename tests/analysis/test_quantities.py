@@ -194,3 +194,12 @@ def test_only_the_serving_gpu_counts_in_the_run_and_in_each_request():
     assert p["energy_j"] == pytest.approx(truth(12.0, 15.0) + 300.0 * 3.0, rel=0.005)
     everything = Q.run_energy(series, PHASES, host_gpus=[{"uuid": u} for u in gpus])
     assert everything["energy_gpu_j"] == pytest.approx(360.0 * seconds, rel=1e-6)  # without the filter: both
+
+
+def test_pass_at_1_and_per_solved_are_undefined_not_a_division_by_zero():
+    from analysis.quantities import pass_at_1, per_solved
+
+    assert pass_at_1(3, 164) == pytest.approx(3 / 164)
+    assert pass_at_1(0, 164) == 0.0 and pass_at_1(0, 0) is None
+    assert per_solved(100.0, 4) == 25.0
+    assert per_solved(100.0, 0) is None and per_solved(None, 4) is None and per_solved(float("nan"), 4) is None
