@@ -28,6 +28,15 @@ from loadgen.protocol import RunInterrupted, RunPlan, default_threads, run_once
 from loadgen.runners import RUNNER_CHOICES, RunnerError, choose_runner
 from loadgen.summary import comparison_table, summarize, write_report
 
+
+def read_manifest(run_dir: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+
 PRESETS = {
     "paper": {"WARMUP": "300", "COOLDOWN": "300", "REPS": "10"},  # the study: 5 min idle each side, 10 reps
 }
@@ -96,6 +105,8 @@ class Settings:
     trust_remote_code: bool
     sensors: object = None        # loadgen.sampling.SensorChoice; None: --no-sensors
     sensors_resolved: dict | None = None  # what the choice is on this machine (check_sensors)
+    stack: object = None          # loadgen.stack.Stack the docker runs join; None: no live stack
+    stack_note: str = ""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -209,6 +220,7 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
     except RunnerError as exc:
         raise UsageError(str(exc)) from None
     sensors, resolved = sensor_settings(args, get, environ)
+    stack, stack_note = stack_settings(runner, sensors, environ)
     try:  # last: a refused start leaves no folder behind
         check_results(results, run_bytes(warmup, cooldown, prompts.count, args.sample_interval))
     except PreflightError as exc:
@@ -220,7 +232,26 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
                     shuffle=None if args.fixed_order else (args.shuffle if args.shuffle is not None
                                                             else random.SystemRandom().randrange(2**31)),
                     revision=args.revision, trust_remote_code=args.trust_remote_code, sensors=sensors,
-                    sensors_resolved=resolved)
+                    sensors_resolved=resolved, stack=stack, stack_note=stack_note)
+
+
+def stack_settings(runner: str, sensors, environ) -> tuple[object, str]:
+    """The live stack the docker runs join (loadgen/stack.py; WATTSERVE_STACK=auto|off|<project>), and why
+    (not): only the docker runner's containers can join its network."""
+    from loadgen.stack import StackError, discover, requested, sensor_targets
+
+    if runner != "docker":
+        if requested(environ) not in ("auto", "off", "none", "0", "no"):
+            raise UsageError(f"WATTSERVE_STACK={requested(environ)}: only the docker runner joins a stack "
+                             "(RUNNER=docker)")
+        return None, "not joined (the native runner's service is not on the stack's network; RUNNER=docker joins it)"
+    try:
+        stack, why = discover(environ)
+        if stack is not None and sensors is not None:
+            sensor_targets(stack, sensors)
+    except StackError as exc:
+        raise UsageError(f"stack: {exc}") from None
+    return stack, why
 
 
 def sensor_settings(args: argparse.Namespace, get, environ) -> tuple[object, dict | None]:
@@ -272,6 +303,7 @@ def header(s: Settings, runs: int) -> str:
         + (", ignore_eos" if s.ignore_eos else "") + f"; {s.threads} threads; request timeout {s.request_timeout_s:g} s",
         f"results: {s.results}",
         sensors_line(s),
+        f"stack:   {'joined: ' + s.stack_note + '; Prometheus scrapes each run' if s.stack else s.stack_note}",
     ])
 
 
@@ -305,16 +337,27 @@ def main(argv=None) -> int:
     from loadgen.hostinfo import host_info, software_versions
 
     host, software = host_info(), software_versions()
-    progress = Progress(len(order), warmup_s=s.warmup_s, cooldown_s=s.cooldown_s, prompts=s.prompts.count)
+    if not args.no_sensors and not 0.05 <= args.sample_interval <= 10:
+        print("error: --sample-interval must be between 0.05 and 10 seconds", file=sys.stderr)
+        return 2
+    stack_run = None
+    if s.stack is not None:
+        from loadgen.stack import StackRun
+
+        stack_run = StackRun(s.stack, bench_id, len(order))
+    progress = Progress(len(order), warmup_s=s.warmup_s, cooldown_s=s.cooldown_s, prompts=s.prompts.count,
+                        listeners=[stack_run.exporter] if stack_run else [])
     summaries, interrupted = [], False
     sampler = None
     if not args.no_sensors:
-        from loadgen.sampling import local_sampler
+        if stack_run is not None:
+            from loadgen.stack import stack_sampler
 
-        if not 0.05 <= args.sample_interval <= 10:
-            print("error: --sample-interval must be between 0.05 and 10 seconds", file=sys.stderr)
-            return 2
-        sampler = local_sampler(args.sample_interval, choice=s.sensors)
+            sampler = stack_sampler(s.stack, args.sample_interval, s.sensors)
+        else:
+            from loadgen.sampling import local_sampler
+
+            sampler = local_sampler(args.sample_interval, choice=s.sensors)
     try:
         for i, (rep, config) in enumerate(order, 1):
             progress.start_run(i, f"{config} {s.model} r{rep}/{s.reps}")
@@ -324,7 +367,10 @@ def main(argv=None) -> int:
                            max_length=s.max_length, ignore_eos=s.ignore_eos, threads=s.threads,
                            runner=s.runner, revision=s.revision, trust_remote_code=s.trust_remote_code,
                            bench_id=bench_id, order=i, order_seed=s.shuffle)
-            summaries.append(summarize(run_once(plan, sampler=sampler, progress=progress, host=host, software=software)))
+            run_dir = run_once(plan, sampler=sampler, progress=progress, host=host, software=software, stack=stack_run)
+            summaries.append(summarize(run_dir))
+            if stack_run is not None:
+                stack_run.run_written(read_manifest(run_dir))
     except RunInterrupted as exc:
         summaries.append(summarize(exc.run_dir))
         interrupted = True
@@ -332,6 +378,8 @@ def main(argv=None) -> int:
         interrupted = True
     finally:
         progress.close()
+        if stack_run is not None:
+            stack_run.close()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if not summaries:
         print("interrupted before any run was written", file=sys.stderr)

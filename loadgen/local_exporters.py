@@ -35,8 +35,11 @@ class LocalSampler:
     both and returns the sensor descriptors for run.json. Exporter logs go to ``log_dir`` if given
     (else a temporary folder removed at stop)."""
 
-    def __init__(self, interval_s: float = 0.5, log_dir: Path | None = None, **exporter_kw) -> None:
+    def __init__(self, interval_s: float = 0.5, log_dir: Path | None = None, *,
+                 extra_targets: dict[str, str] | None = None, **exporter_kw) -> None:
+        # extra_targets: exporters running elsewhere (the live stack's, loadgen/stack.py), sampled as well
         self.interval_s, self.log_dir, self.exporter_kw = interval_s, log_dir, exporter_kw
+        self.extra_targets = dict(extra_targets or {})
         self.choice = exporter_kw.get("choice")
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._sampler: Sampler | None = None
@@ -47,6 +50,7 @@ class LocalSampler:
         self.pid_file = Path(self._tmp.name) / "service.pid"
         targets, self._stop_exporters = start_local_exporters(None, log_dir=self.log_dir, pid_file=self.pid_file,
                                                               **self.exporter_kw)
+        targets = {**targets, **self.extra_targets}
         self._roles = {name: ROLES.get(name, name) for name in targets}
         self._sampler = Sampler(targets, interval_s=self.interval_s,
                                 **({"max_device_watts": self.choice.max_device_watts} if self.choice else {}))
@@ -127,7 +131,8 @@ ROLES = {"host": "host", "rapl": "cpu", "energibridge": "cpu", "estimate": "cpu"
 def start_local_exporters(service_pid: int | None, *, log_dir: Path | None = None,
                           pid_file: Path | None = None, powercap_root: Path = Path("/sys/class/powercap"),
                           netio_url: str | None = None, extra_args: dict[str, list[str]] | None = None,
-                          ready_timeout_s: float = 20.0, choice=None) -> tuple[dict[str, str], Callable[[], None]]:
+                          ready_timeout_s: float = 20.0, choice=None,
+                          only: tuple[str, ...] | None = None) -> tuple[dict[str, str], Callable[[], None]]:
     """Start, as subprocesses on free loopback ports, the exporters of ``choice`` (a
     loadgen.sampling.SensorChoice; default: auto everywhere, what this machine supports): host (watching
     ``service_pid``'s tree); CPU: auto = rapl if powercap is readable, else estimate (and rapl too where
@@ -139,6 +144,7 @@ def start_local_exporters(service_pid: int | None, *, log_dir: Path | None = Non
     by its environment only: never a command line, which any user can read. ``pid_file``: the host
     exporter follows the pid written there instead (for a service started after the exporters). Whether
     this machine can satisfy the choice is loadgen.sampling.check_sensors' job, before a run starts.
+    ``only``: start just these of the planned exporters (the live stack runs the others).
     Returns ({name: url}, stop); an exporter that fails to start is left out with a warning (its log
     says why)."""
     from loadgen.sampling import SensorChoice
@@ -165,6 +171,8 @@ def start_local_exporters(service_pid: int | None, *, log_dir: Path | None = Non
     netio_url = netio_url or choice.netio_url(os.environ)
     if netio_url:
         plan["netio"] = ("netio", [])  # its URL (which may hold user:password) goes by environment, never argv
+    if only is not None:
+        plan = {name: v for name, v in plan.items() if name in only}
     tmp = tempfile.TemporaryDirectory(prefix="wattserve-exporters-")
     logs = Path(log_dir) if log_dir is not None else Path(tmp.name)
     logs.mkdir(parents=True, exist_ok=True)

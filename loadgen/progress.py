@@ -4,6 +4,9 @@ On a terminal the line is redrawn in place; elsewhere (CI, a log file, tests) a 
 at each phase change and every quarter of the prompts, so logs stay short. The ETA is what is
 known: the idle windows exactly, the prompts left at the mean latency so far, the runs left at
 the mean length of the runs already done; before any of that is known it says ``≥``.
+
+Listeners (``listeners=[...]``, e.g. loadgen/bench_exporter.py) get the same events: ``set_phase(phase)``,
+``requests(done)`` and ``set_eta(seconds)`` at every redraw, so the terminal and Prometheus agree.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def hms(seconds: float | None) -> str:
 
 class Progress:
     def __init__(self, total_runs: int, *, warmup_s: float, cooldown_s: float, prompts: int,
-                 rest_s: float = 0.0, stream=None, tty: bool | None = None) -> None:
+                 rest_s: float = 0.0, stream=None, tty: bool | None = None, listeners=()) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.total_runs, self.warmup_s, self.cooldown_s, self.prompts = total_runs, warmup_s, cooldown_s, prompts
@@ -42,6 +45,11 @@ class Progress:
         self._last_quarter = -1
         self._last_draw = 0.0
         self._width = 0
+        self.listeners = list(listeners)
+
+    def _tell(self, event: str, *args) -> None:
+        for listener in self.listeners:
+            getattr(listener, event)(*args)
 
     # -- events from the protocol
     def start_run(self, i: int, label: str) -> None:
@@ -54,10 +62,12 @@ class Progress:
         if self.phase == "load" and phase != "load":
             self.load_durations.append(now - self.phase_t0)
         self.phase, self.phase_t0 = phase, now
+        self._tell("set_phase", phase)
         self.draw(force=True, newline=not self.tty)
 
     def requests(self, done: int, mean_latency: float | None) -> None:
         self.done, self.latency = done, mean_latency
+        self._tell("requests", done)
         quarter = done * 4 // max(1, self.prompts)
         if not self.tty and quarter != self._last_quarter and done:
             self._last_quarter = quarter
@@ -121,6 +131,8 @@ class Progress:
         if not force and (not self.tty or now - self._last_draw < 0.5):
             return
         self._last_draw = now
+        if self.listeners:
+            self._tell("set_eta", self.eta()[0])
         text = self.line()
         if self.tty:
             pad = max(0, self._width - len(text))

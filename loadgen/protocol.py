@@ -283,10 +283,11 @@ def run_flags(sensors: list[dict], energy: dict, sampled: bool) -> list[str]:
 
 
 def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, host: dict | None = None,
-             software: dict | None = None) -> Path:
+             software: dict | None = None, stack=None) -> Path:
     """Carry out one run and return its folder. A run that goes wrong does not raise (its manifest
     says how), except an interruption: :class:`RunInterrupted`, after the run is written, so the
-    caller stops too."""
+    caller stops too. ``stack`` (loadgen/stack.py StackRun): the live stack the run joins — the docker
+    service on its network, registered as a scrape target while it runs."""
     from services.inference.configs import ServingConfig
 
     progress = progress or _NoProgress()
@@ -315,6 +316,9 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         "sensors": [], "summary": summarize_rows([], plan.prompts.count, phases),
         "created_at": time.time(), "finished_at": None,
     }
+    if stack is not None:
+        manifest["stack"] = stack.describe()
+        stack.run_started(folder.run_id, plan)
     folder.write_manifest(manifest)
     status, error, interrupted = "complete", None, False
     service: NativeService | None = None
@@ -349,10 +353,13 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         if hasattr(sampler, "describe"):  # the sensor choice and what it started (loadgen/sampling.py)
             manifest["protocol"]["sensors"] = sampler.describe()
         begin("load")
+        joined = {"network": stack.network} if stack is not None and plan.runner == "docker" else {}
         service = start_service(plan.runner, cfg.name, plan.model, threads=plan.threads, precision=plan.precision,
                                 log_path=folder.path / "service.log", revision=plan.revision,
-                                trust_remote_code=plan.trust_remote_code, run_id=folder.run_id)
+                                trust_remote_code=plan.trust_remote_code, run_id=folder.run_id, **joined)
         manifest["runner_details"] = service.describe()
+        if joined:
+            stack.service_started(service, folder.run_id, plan.rep)
         if hasattr(sampler, "service_started"):
             sampler.service_started(service.pid)
         service.wait_ready(plan.ready_timeout_s)
@@ -387,6 +394,8 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
             split_replay(phases, rows)
             progress.set_phase("stop")
             if service is not None:
+                if stack is not None:
+                    stack.service_stopping()  # out of Prometheus' targets before the container goes
                 manifest["service_exit_code"] = service.stop()
             if sampling:
                 try:

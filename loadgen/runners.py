@@ -315,7 +315,11 @@ class DockerService(NativeService):
     pid_timeout_s = 120.0  # docker run → container started; slow only on a loaded engine
 
     def __init__(self, config: str, model: str, *, threads: int, precision: str, log_path: Path,
-                 revision: str | None = None, trust_remote_code: bool = False, run_id: str | None = None) -> None:
+                 revision: str | None = None, trust_remote_code: bool = False, run_id: str | None = None,
+                 network: str | None = None) -> None:
+        # network: host (default, $WATTSERVE_DOCKER_NETWORK), bridge, or a compose stack's network
+        # (loadgen/stack.py), where the service is reached at the container's own address on :8000
+        self.network = network or os.environ.get("WATTSERVE_DOCKER_NETWORK") or "host"
         self.container = container_name(run_id)
         self.docker = docker_bin()
         self._pid: int | None = None
@@ -330,7 +334,17 @@ class DockerService(NativeService):
         return [str(SERVE_SH), *self.service_args(config, model, **kw)]
 
     def environment(self) -> dict[str, str]:
-        return child_env(WATTSERVE_CONTAINER=self.container, DOCKER=self.docker)
+        return child_env(WATTSERVE_CONTAINER=self.container, DOCKER=self.docker, WATTSERVE_DOCKER_NETWORK=self.network)
+
+    @property
+    def joined(self) -> bool:
+        """On a named network (the stack's): the URL is the container's address, known once it runs."""
+        return self.network not in ("host", "bridge")
+
+    def wait_ready(self, timeout: float) -> None:
+        if self.joined:
+            self.pid  # noqa: B018 (resolves the container's address into self.url)
+        super().wait_ready(timeout)
 
     def describe(self) -> dict:
         image = dict(self.image or {})
@@ -339,7 +353,7 @@ class DockerService(NativeService):
             image = image_info(self.container_image_id) or {"id": self.container_image_id}
             image["name"] = image_name(self.config)
         return {"runner": self.runner, "container": self.container, "image": image,
-                "cache_volume": cache_volume(), "network": os.environ.get("WATTSERVE_DOCKER_NETWORK") or "host"}
+                "cache_volume": cache_volume(), "network": self.network}
 
     def info(self) -> dict:
         """``GET /info`` plus ``image`` (name, id, version label: the container's own) and ``container``."""
@@ -363,13 +377,19 @@ class DockerService(NativeService):
             if not self.alive():
                 raise self.died("while its container was starting")
             try:
-                out = _docker("inspect", "--format", "{{.State.Pid}} {{.Image}}", self.container, timeout=15)
+                out = _docker("inspect", "--format", "{{.State.Pid}} {{.Image}} {{json .NetworkSettings.Networks}}",
+                              self.container, timeout=15)
             except subprocess.TimeoutExpired:
                 continue
             if out.returncode == 0:
-                pid, _, image = out.stdout.strip().partition(" ")
-                if pid.isdigit() and int(pid) > 0:
+                pid, image, networks = (out.stdout.strip().split(" ", 2) + ["", ""])[:3]
+                ip = ((json.loads(networks or "null") or {}).get(self.network) or {}).get("IPAddress")
+                if pid.isdigit() and int(pid) > 0 and (ip or not self.joined):
                     self._pid, self.container_image_id = int(pid), image or None
+                    if self.joined:
+                        self.url = f"http://{ip}:8000"
+                        self.client.close()
+                        self.client = httpx.Client(base_url=self.url, timeout=10)
                     return self._pid
             time.sleep(0.1)
         raise RunnerError(f"container {self.container} had no process after {self.pid_timeout_s:.0f} s; "

@@ -33,6 +33,8 @@ export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-wattserve}"
 export WATTSERVE_CACHE_VOLUME="${WATTSERVE_CACHE_VOLUME:-wattserve-cache}"
 export WATTSERVE_UID="${WATTSERVE_UID:-$(id -u)}" WATTSERVE_GID="${WATTSERVE_GID:-$(id -g)}"
 export RESULTS_DIR="${RESULTS_DIR:-$root/results}"
+# Prometheus' file_sd folder: the bench (loadgen/stack.py) writes its targets there
+export WATTSERVE_TARGETS_DIR="${WATTSERVE_TARGETS_DIR:-$root/compose/targets/$COMPOSE_PROJECT_NAME}"
 
 files=(-f "$root/compose/docker-compose.yml")
 case "${WATTSERVE_EXPOSE:-0}" in
@@ -68,6 +70,7 @@ case "$cmd" in
     if [ -z "${PROMETHEUS_IMAGE:-}" ] && ! "$DOCKER" image inspect wattserve-prometheus >/dev/null 2>&1; then need+=(prometheus); fi
     if [ ${#need[@]} -gt 0 ]; then "$here/build-base.sh"; "$here/build-images.sh" $(printf '%s\n' "${need[@]}" | sort -u); fi
     [ -d "$RESULTS_DIR" ] || mkdir -p "$RESULTS_DIR"
+    mkdir -p "$WATTSERVE_TARGETS_DIR"
     if [[ ",$COMPOSE_PROFILES," == *,dashboards,* ]]; then
       grafana_image="${GRAFANA_IMAGE:-grafana/grafana:11.6.0}"
       if ! "$DOCKER" image inspect "$grafana_image" >/dev/null 2>&1 \
@@ -107,7 +110,13 @@ case "$cmd" in
   down)
     # every profile, so services started under any of them stop too; volumes: only the project's
     # own (Prometheus/Grafana data with -v), never the external model cache.
+    # first the bench's service containers on the stack's network (loadgen/stack.py; a bench killed
+    # with SIGKILL leaves its container), else the network cannot be removed
+    network="${COMPOSE_PROJECT_NAME}_default"
+    leftovers="$("$DOCKER" ps -aq --filter "label=wattserve.stack.network=$network" 2>/dev/null || true)"
+    [ -z "$leftovers" ] || { log "removing the bench's containers on $network"; "$DOCKER" rm -f $leftovers >/dev/null; }
     COMPOSE_PROFILES="dashboards,gpu,netio,bench" $compose "${files[@]}" down --remove-orphans "$@"
+    rm -f "$WATTSERVE_TARGETS_DIR"/*.json "$WATTSERVE_TARGETS_DIR"/.*.json.tmp 2>/dev/null || true
     ;;
   *)
     exec $compose "${files[@]}" "$cmd" "$@"

@@ -14,7 +14,8 @@
 # Env: WATTSERVE_IMAGE (wattserve; the image is wattserve:<config>), WATTSERVE_CACHE_VOLUME
 # (wattserve-cache, prepared by scripts/docker/prepare.sh), WATTSERVE_DOCKER_NETWORK (host: the
 # service binds --host/--port on the host's loopback itself, no port proxy between client and service,
-# as natively; bridge: publish 127.0.0.1:<port> -> 8000), WATTSERVE_HEALTHCHECK=1 keeps the image's
+# as natively; bridge: publish 127.0.0.1:<port> -> 8000; any other name: join that network, e.g. the
+# live stack's, unpublished, the service on :8000 at the container's address), WATTSERVE_HEALTHCHECK=1 keeps the image's
 # probe (off by default: its python process every 30 s would sit inside the energy windows),
 # HF_HUB_OFFLINE / HF_TOKEN / HF_ENDPOINT passed through. A --model that is a host folder is mounted
 # read-only. -cuda configurations get --gpus all.
@@ -53,12 +54,17 @@ if [ -d "$model" ]; then
   abs="$(cd "$model" && pwd)"
   run+=(-v "$abs:/models/$(basename "$abs"):ro"); model="/models/$(basename "$abs")"
 fi
-if [ "${WATTSERVE_DOCKER_NETWORK:-host}" = host ]; then
-  run+=(--network host)
-  svc=(--host "$host" --port "$port")
-else
-  run+=(-p "127.0.0.1:$port:8000")
-  svc=(--host 0.0.0.0 --port 8000)
-fi
+network="${WATTSERVE_DOCKER_NETWORK:-host}"
+case "$network" in
+  host)
+    run+=(--network host)
+    svc=(--host "$host" --port "$port") ;;
+  bridge)
+    run+=(-p "127.0.0.1:$port:8000")
+    svc=(--host 0.0.0.0 --port 8000) ;;
+  *)  # a compose stack's network (loadgen/stack.py): reached at the container's IP, published nowhere
+    run+=(--network "$network" --label "wattserve.stack.network=$network")
+    svc=(--host 0.0.0.0 --port 8000) ;;
+esac
 exec "$DOCKER" "${run[@]}" "$image" python -m services.inference --config "$config" --model "$model" \
   "${svc[@]}" "${args[@]}"

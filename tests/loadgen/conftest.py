@@ -25,6 +25,7 @@ def bench_env(**extra: str) -> dict[str, str]:
            if k not in ("CONFIG", "MODEL", "REPS", "WARMUP", "COOLDOWN", "PROMPTS", "RESULTS", "RUNNER", "PRESET")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env["RUNNER"] = "native"  # skip the docker probe
+    env["WATTSERVE_STACK"] = "off"  # never join a live stack someone has up (tests/docker/test_bench_stack.py does)
     env.update(extra)
     return env
 
