@@ -81,7 +81,7 @@ class RunPlan:
     bench_id: str | None = None
     order: int | None = None  # position in the bench
     order_seed: int | None = None  # seed of the bench's randomized order (None: fixed order)
-    study: dict | None = None  # {name, cell, attempt, ...} when the run belongs to a study (loadgen/study.py)
+    study: dict | None = None  # {name, cell, attempt, ...} when the run belongs to a study (loadgen/study/)
 
     def __post_init__(self) -> None:
         for name in ("warmup_s", "cooldown_s", "stop_delay_s"):

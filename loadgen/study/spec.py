@@ -1,0 +1,142 @@
+"""The study spec (YAML): every key checked, a typo is an error that names the closest key."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from loadgen.runfolder import slug
+
+class StudyError(ValueError):
+    """Bad input or a study that cannot start; nothing was started."""
+
+
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sensors(Strict):
+    """``protocol.sensors`` as a mapping (loadgen.sampling.SensorChoice; ``true`` = all auto)."""
+
+    cpu: Literal["auto", "rapl", "energibridge", "estimate"] = "auto"
+    gpu: str = "auto"
+    wall: str = "auto"
+    tdp_watts: float | None = Field(None, gt=0, allow_inf_nan=False)
+    idle_watts: float | None = Field(None, ge=0, allow_inf_nan=False)
+    energibridge_bin: str = "energibridge"
+    max_device_watts: float = Field(10_000.0, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _valid(self):
+        from loadgen.sampling import SensorError
+
+        try:
+            self.choice()
+        except SensorError as exc:
+            raise ValueError(str(exc)) from None
+        if urlsplit(self.wall).password:
+            raise ValueError("wall: put the NETIO's credentials in NETIO_USER / NETIO_PASSWORD, not in the spec")
+        return self
+
+    def choice(self):
+        from loadgen.sampling import SensorChoice
+
+        return SensorChoice.parse(self.cpu, self.gpu, self.wall, self.tdp_watts, self.idle_watts,
+                                  self.energibridge_bin, self.max_device_watts)
+
+
+class Protocol(Strict):
+    warmup_s: float = Field(5.0, ge=0, allow_inf_nan=False)
+    cooldown_s: float = Field(5.0, ge=0, allow_inf_nan=False)
+    rest_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+    prompts: str = "paper"
+    max_new_tokens: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=1)
+    ignore_eos: bool = False
+    request_timeout_s: float = Field(300.0, gt=0, allow_inf_nan=False)
+    ready_timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False)
+    threads: int | None = Field(None, ge=1)
+    sample_interval_s: float = Field(0.5, ge=0.05, le=10)
+    sensors: bool | Sensors = True  # true/false as before (a spec's digest unchanged), or the choice
+
+    @model_validator(mode="after")
+    def _one_limit(self):
+        if self.max_new_tokens is not None and self.max_length is not None:
+            raise ValueError("give max_new_tokens or max_length, not both")
+        return self
+
+
+class StudySpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
+    models: list[str] = Field(min_length=1)
+    configs: list[str] = Field(min_length=1)
+    repetitions: int = Field(ge=1)
+    seed: int | None = None
+    retries: int = Field(2, ge=0, le=20)
+    runner: Literal["auto", "native", "docker"] = "auto"
+    results: str = "results"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    protocol: Protocol = Protocol()
+
+    @field_validator("configs", "models", mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return [x.strip() for x in v.split(",")] if isinstance(v, str) else v
+
+    @field_validator("models", "configs")
+    @classmethod
+    def _distinct(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"an entry is listed twice: {', '.join(sorted({x for x in v if v.count(x) > 1}))}")
+        return v
+
+
+def _problem(err: dict) -> str:
+    if err["loc"][:2] == ("protocol", "sensors") and len(err["loc"]) > 2:  # bool | Sensors: say it plainly
+        branch = str(err["loc"][2])
+        if branch == "bool":
+            return ""  # the mapping branch's errors say what is wrong
+        if "Sensors" in branch:
+            err = {**err, "loc": ("protocol", "sensors", *err["loc"][3:])}
+            if err["type"] in ("model_type", "dict_type"):
+                return f"protocol.sensors: true, false or a mapping of cpu, gpu, wall, ... (got {err.get('input')!r})"
+            if err["type"] == "value_error":
+                return f"protocol.sensors: {err['msg'].removeprefix('Value error, ')}"
+    where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        model = Sensors if err["loc"][:2] == ("protocol", "sensors") else Protocol if err["loc"][:1] == ("protocol",) \
+            else StudySpec
+        known = list(model.model_fields)
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        return f"{where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}")
+    if err["type"] == "missing":
+        return f"{where}: required"
+    return f"{where}: {err['msg']} (got {err.get('input')!r})"
+
+
+def load_spec(path: Path) -> StudySpec:
+    """Parse and check a spec file; :class:`StudyError` lists every problem at once."""
+    path = Path(path)
+    if not path.is_file():
+        shipped = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
+        raise StudyError(f"no spec file {path}" + (f"; shipped: studies/{', studies/'.join(shipped)}" if shipped else ""))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise StudyError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise StudyError(f"{path}: a study spec is a mapping of keys (name, models, configs, repetitions, ...)")
+    data.setdefault("name", slug(path.stem))
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [p for p in (_problem(e) for e in exc.errors()) if p]
+        raise StudyError(f"{path}: " + "; ".join(problems)) from None
