@@ -30,24 +30,64 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+GPU_QUERY = ("index", "name", "memory.total", "driver_version", "uuid")
+
+
+def smi_cell(cell: str) -> str | None:
+    """One nvidia-smi CSV cell, None where it says there is no value ([N/A], [Not Supported], N/A, …)."""
+    cell = cell.strip()
+    return None if not cell or cell.strip("[]").lower() in ("n/a", "not supported", "unknown error",
+                                                              "insufficient permissions") else cell
+
+
+def smi_number(cell: str | None) -> float | None:
+    try:
+        return float(cell) if cell is not None else None
+    except ValueError:
+        return None
+
+
+def parse_gpu_rows(text: str, fields: tuple[str, ...] = GPU_QUERY) -> list[dict]:
+    """nvidia-smi ``--format=csv,noheader,nounits`` rows, cell by cell: a cell without a value is None, a
+    row with fewer or more columns than asked (a MIG line, a warning, a driver that added a column) keeps
+    the cells it has by position and says ``parse_note``; a GPU name with a comma is rejoined. Nothing
+    here raises: an odd line never stops a bench."""
+    rows = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        note = None
+        if len(cells) > len(fields) and fields[-1] == "uuid" and str(cells[-1]).startswith(("GPU-", "MIG-")):
+            name_end = len(cells) - (len(fields) - 2)  # a GPU name with commas: rejoin it
+            cells = [cells[0], ", ".join(cells[1:name_end]), *cells[name_end:]]
+        if len(cells) != len(fields):
+            note = f"{len(cells)} columns, {len(fields)} asked"
+        values = dict(zip(fields, (smi_cell(c) for c in cells)))
+        index = smi_number(values.get("index"))
+        mem = smi_number(values.get("memory.total"))
+        row = {"index": int(index) if index is not None and index.is_integer() else values.get("index"),
+               "name": values.get("name"), "memory_bytes": int(mem * 2**20) if mem is not None else None,
+               "driver": values.get("driver_version"), "uuid": values.get("uuid")}
+        if note:
+            row["parse_note"] = f"{note}: {line.strip()[:200]}"
+        rows.append(row)
+    return rows
+
+
 def gpus() -> list[dict]:
     """NVIDIA GPUs as nvidia-smi sees them; [] where there is none (or no driver)."""
     smi = shutil.which("nvidia-smi")
     if not smi:
         return []
     try:
-        out = subprocess.run([smi, "--query-gpu=index,name,memory.total,driver_version,uuid",
-                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run([smi, f"--query-gpu={','.join(GPU_QUERY)}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return []
     if out.returncode != 0:
         return []
-    result = []
-    for line in out.stdout.strip().splitlines():
-        idx, name, mem_mib, driver, uuid = (x.strip() for x in line.split(",", 4))
-        result.append({"index": int(idx), "name": name, "memory_bytes": int(float(mem_mib)) * 2**20,
-                       "driver": driver, "uuid": uuid})
-    return result
+    return parse_gpu_rows(out.stdout)
 
 
 def host_info() -> dict:

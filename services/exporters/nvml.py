@@ -9,7 +9,8 @@ serving GPU's series by it on a multi-GPU host): power (W); energy from the GPU'
 total-energy counter (nvmlDeviceGetTotalEnergyConsumption, mJ, Volta and newer: method="counter"),
 otherwise measured power integrated trapezoidally at --poll-interval (method="power-integral", still
 estimated="false": it is measured power); utilization.gpu and utilization.memory (ratios); memory
-used/total (bytes). The NVML library is injectable (:class:`NvmlLike`: the pynvml functions used here)
+used/total (bytes) from NVML's v2 memory call where the binding has it (``used`` without the driver's
+reserved memory; v1 otherwise, said by ``gpu_info{memory_api}``). The NVML library is injectable (:class:`NvmlLike`: the pynvml functions used here)
 so tests put a fake behind the same code.
 
 nvidia-smi mode runs the study's query (with ``index,uuid`` first so several GPUs are told apart)
@@ -52,7 +53,20 @@ class NvmlLike(Protocol):
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int: ...             # mW
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int: ...  # mJ since driver load
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any: ...       # .gpu, .memory in %
-    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any: ...             # .used, .total in bytes
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: int | None = None) -> Any: ...  # .used, .total, bytes
+
+
+def memory_info(nv: Any, handle: Any) -> tuple[Any, str]:
+    """GPU memory and which NVML API gave it: ``v2`` (nvmlDeviceGetMemoryInfo_v2, where the binding has
+    ``nvmlMemory_v2``: ``used`` excludes the driver's reserved memory) else ``v1`` (older bindings or
+    drivers: ``used`` counts the reserved part as used, a few hundred MiB too high)."""
+    version = getattr(nv, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            return nv.nvmlDeviceGetMemoryInfo(handle, version=version), "v2"
+        except Exception as e:  # a driver without the v2 entry point, a binding without the argument
+            log.debug("nvml: memory v2 unavailable (%s: %s), using v1", type(e).__name__, e)
+    return nv.nvmlDeviceGetMemoryInfo(handle), "v1"
 
 
 def _text(v: str | bytes) -> str:
@@ -87,6 +101,7 @@ class Gpu:
     energy_last_mj: int | None = None
     energy_carry_j: float = 0.0
     integrator: PowerIntegrator | None = None  # power-integral mode
+    memory_api: str = ""                       # "v2" or "v1" once memory was read (memory_info)
 
     @property
     def device(self) -> str:
@@ -181,14 +196,14 @@ class NvmlExporter(Exporter):
             self.poll()  # integrate up to this scrape, so every value is as of now
         nv = self.nvml
         energy, power = energy_family(["uuid"]), power_family(["uuid"])
-        info = gauge("gpu_info", "GPU identity (value 1)", ["device", "name", "uuid"])
+        info = gauge("gpu_info", "GPU identity (value 1); memory_api: the NVML memory call (v2 or v1)",
+                     ["device", "name", "uuid", "memory_api"])
         util = gauge("gpu_utilization_ratio", "utilization.gpu: share of time a kernel ran (0-1)", GPU_LABELS)
         mutil = gauge("gpu_memory_utilization_ratio",
                       "utilization.memory: share of time device memory was read or written (0-1)", GPU_LABELS)
         used = gauge("gpu_memory_used_bytes", "GPU memory used, bytes", GPU_LABELS)
         total = gauge("gpu_memory_total_bytes", "GPU memory total, bytes", GPU_LABELS)
         for g in gpus:
-            info.add_metric([g.device, g.name, g.uuid], 1)
             ids = [g.device, g.uuid]
             try:
                 power.add_metric(["gpu", g.device, self.source, "false", g.uuid],
@@ -209,11 +224,12 @@ class NvmlExporter(Exporter):
             except Exception as e:
                 self.error(f"{g.device} utilization", e)
             try:
-                m = nv.nvmlDeviceGetMemoryInfo(g.handle)
+                m, g.memory_api = memory_info(nv, g.handle)
                 used.add_metric(ids, m.used)
                 total.add_metric(ids, m.total)
             except Exception as e:
                 self.error(f"{g.device} memory", e)
+            info.add_metric([g.device, g.name, g.uuid, g.memory_api], 1)
         yield from (energy, power, util, mutil, used, total, info)
 
     def close(self) -> None:

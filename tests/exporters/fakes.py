@@ -143,6 +143,30 @@ class FakeNvml:
         return SimpleNamespace(used=1234 * 1024 * 1024, total=24564 * 1024 * 1024, free=0)
 
 
+class FakeNvmlV2(FakeNvml):
+    """A binding and driver with NVML's v2 memory call (nvml.h: version nvmlMemory_v2; ``used``
+    without the ``reserved`` part that v1 counts as used). ``v2_fails``: a driver without the v2
+    entry point (NVML_ERROR_FUNCTION_NOT_FOUND)."""
+
+    nvmlMemory_v2 = 0x02000028
+    RESERVED = 300 * 1024 * 1024
+
+    def __init__(self, *a, v2_fails: bool = False, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.v2_fails = v2_fails
+
+    def nvmlDeviceGetMemoryInfo(self, h, version=None):
+        if version is None:
+            return super().nvmlDeviceGetMemoryInfo(h)
+        if version != self.nvmlMemory_v2 or self.v2_fails:
+            import pynvml
+
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+        v1 = super().nvmlDeviceGetMemoryInfo(h)
+        return SimpleNamespace(version=version, used=v1.used - self.RESERVED, reserved=self.RESERVED,
+                               total=v1.total, free=0)
+
+
 class NoNvml(FakeNvml):
     """A host with the NVML package but no driver."""
 

@@ -10,7 +10,7 @@ import pytest
 from services.exporters.common import serve
 from services.exporters.nvml import NvmlExporter, smi_value
 from tests.exporters.conftest import HERE, scrape, script, wait_for
-from tests.exporters.fakes import FakeNvml, NoNvml
+from tests.exporters.fakes import FakeNvml, FakeNvmlV2, NoNvml
 
 MIB = 1024 * 1024
 
@@ -112,3 +112,15 @@ def test_smi_units():
     assert smi_value("1234 MiB") == 1234 * MIB
     assert smi_value("41") == 41
     assert smi_value("[N/A]") is None and smi_value("[Not Supported]") is None
+
+
+@pytest.mark.parametrize("fake, used, api", [
+    (lambda: FakeNvmlV2([100.0]), 1234 * MIB - FakeNvmlV2.RESERVED, "v2"),  # v2: reserved memory is not "used"
+    (lambda: FakeNvmlV2([100.0], v2_fails=True), 1234 * MIB, "v1"),        # driver without the v2 call
+    (lambda: FakeNvml([100.0]), 1234 * MIB, "v1"),                          # binding without nvmlMemory_v2
+], ids=["v2", "v2-missing-in-driver", "binding-v1"])
+def test_memory_prefers_nvml_v2_and_says_which(served, fake, used, api):
+    m = scrape(served(NvmlExporter(fake(), poll_interval_s=0.05)))
+    assert m.get("wattserve_gpu_memory_used_bytes", device="gpu0") == used
+    assert m.get("wattserve_gpu_memory_total_bytes", device="gpu0") == 24564 * MIB
+    assert m.all("wattserve_gpu_info", device="gpu0")[0].labels["memory_api"] == api
