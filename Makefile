@@ -2,6 +2,8 @@
 #   make bench      CONFIG=cpu MODEL=tiny REPS=1 …   run the benchmark, print a comparison table
 #                   [CPU_SENSOR=… GPU_SENSOR=… WALL_METER=… TDP_WATTS=… IDLE_WATTS=…]   which sensors
 #   make test                                        the test suite
+#   (CONFIG=<x>-cuda, cuda or all: everything runs in .venv-cuda, the CUDA requirement set; no GPU -> exit 2)
+#   make gpu-check  [GPU_CHECK_ARGS=--dry-run]       the device check: CUDA configs, providers, tokens, NVML
 #   make study      SPEC=studies/smoke.yaml [STUDY_ARGS=--dry-run]   a whole study: randomized, resumable
 #   make prompts    SEED=1 OUT=file.jsonl            a new seeded prompt set from HumanEval (the study's method)
 #   make models     MODEL=… CONFIG=…                 prepare (export) model artifacts ahead of time
@@ -18,12 +20,25 @@
 #   make overhead                                    CPU share of the local exporters + sampler
 SHELL := /bin/bash
 PYTHON ?= python3
+export PYTHONPATH := $(CURDIR)
+comma := ,
+
+CONFIG ?= cpu
+# A CONFIG naming a CUDA configuration (x-cuda, cuda, all) runs in .venv-cuda: the CUDA requirement set
+# (images/requirements.py cuda: onnxruntime-gpu, never the CPU onnxruntime; pinned by
+# images/constraints-cuda.txt). Checked first: no NVIDIA GPU here -> exit 2 before anything is installed.
+CUDA_VENV ?= .venv-cuda
+CUDA_CONSTRAINTS ?= images/constraints-cuda.txt
+CUDA_SELECTED := $(filter %-cuda cuda all,$(subst $(comma), ,$(CONFIG)))
+ifneq ($(CUDA_SELECTED),)
+VENV := $(CUDA_VENV)
+PY := $(VENV)/bin/python
+STAMP := cuda-host $(VENV)/.installed
+else
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)
-
-CONFIG ?= cpu
+endif
 MODEL ?= tiny
 export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
 # sensors of `make bench` (python -m loadgen.bench --help): CPU_SENSOR=auto|rapl|energibridge|estimate,
@@ -31,15 +46,30 @@ export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
 # ENERGIBRIDGE_BIN; NETIO credentials only in the environment (NETIO_USER, NETIO_PASSWORD)
 export CPU_SENSOR GPU_SENSOR WALL_METER TDP_WATTS IDLE_WATTS ENERGIBRIDGE_BIN
 
-.PHONY: venv test bench study prompts models serve equivalence score analyze benchmark-serving benchmark-analysis overhead clean-venv
+.PHONY: venv venv-cuda test bench study prompts models serve equivalence score analyze benchmark-serving benchmark-analysis overhead clean-venv
 
-$(STAMP): requirements.txt constraints.txt requirements-dev.txt constraints-dev.txt
+.venv/.installed: requirements.txt constraints.txt requirements-dev.txt constraints-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt \
 	  -c constraints.txt -c constraints-dev.txt
 	@touch $@
 
+.PHONY: cuda-host
+cuda-host:
+	@scripts/require-gpu.sh "$(CONFIG)"
+	@echo "CONFIG=$(CONFIG) names a CUDA configuration: using $(CUDA_VENV) (images/requirements.py cuda, $(CUDA_CONSTRAINTS))"
+
+$(CUDA_VENV)/.installed: requirements.txt images/requirements.py $(CUDA_CONSTRAINTS) requirements-dev.txt constraints-dev.txt | cuda-host
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) images/requirements.py cuda requirements.txt > $(VENV)/requirements-cuda.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements-cuda.txt -r requirements-dev.txt \
+	  -c $(CUDA_CONSTRAINTS) -c constraints-dev.txt
+	$(PY) scripts/check-cuda-venv.py
+	@touch $@
+
 venv: $(STAMP)
+venv-cuda:
+	$(MAKE) venv CONFIG=cuda
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -87,8 +117,12 @@ overhead: $(STAMP)
 benchmark-serving: $(STAMP)
 	$(PY) benchmarks/serving.py
 
-comma := ,
 DOCKER_FLAVOURS = cpu $(if $(filter %-cuda cuda all,$(subst $(comma), ,$(CONFIG))),cuda)
+# the device check (scripts/gpu-check.sh --help); GPU_CHECK_ARGS=--dry-run prints its steps anywhere
+.PHONY: gpu-check
+gpu-check:
+	scripts/gpu-check.sh $(GPU_CHECK_ARGS)
+
 .PHONY: images up down
 images:
 	scripts/docker/start-dockerd.sh
