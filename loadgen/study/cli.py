@@ -41,6 +41,14 @@ spec (YAML; every key is checked, a typo is an error):
                               #             idle_watts: W, energibridge_bin: PATH, max_device_watts: 10000}
                               #   (NETIO credentials: NETIO_USER/NETIO_PASSWORD only; the estimate is labelled)
 
+  slurm:                      # only for --executor slurm (not part of the study's identity)
+    partition: null           # sbatch --partition; account: sbatch --account
+    time_limit: null          # sbatch --time per cell attempt, e.g. "0:30:00"
+    gpus_per_job: 1           # sbatch --gpus for -cuda configurations (CPU cells ask for none)
+    sbatch_options: []        # more sbatch arguments, e.g. ["--constraint=a100"]
+    max_jobs: 0               # at most this many jobs submitted at once (0: no limit)
+    poll_s: 2                 # how often squeue is asked
+
 Stop it at any moment (Ctrl-C, kill, power loss): the same command continues where it stopped.
 exit status: 0 every cell complete, 1 a cell failed after its retries (or the study had to stop),
 2 bad input (nothing started), 130 interrupted.
@@ -55,6 +63,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="check the spec and print the plan; start nothing")
     p.add_argument("--retry-failed", action="store_true",
                    help="give the cells that failed after every retry a fresh set of attempts")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: every run on this machine, one after another (default); slurm: each cell attempt "
+                        "one 'sbatch --exclusive' job (spec key slurm:), the study folder on storage the nodes share")
+    p.add_argument("--cancel-on-exit", action="store_true",
+                   help="slurm: Ctrl-C of the coordinator also cancels its pending and running jobs (default: they "
+                        "go on, and the next start picks them up)")
     return p
 
 
@@ -62,13 +76,18 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         spec = load_spec(Path(args.spec))
-        chk = check(spec, Path(args.spec), args.results, need_gpu=not args.dry_run)
+        chk = check(spec, Path(args.spec), args.results, need_gpu=not (args.dry_run or args.executor == "slurm"))
         p = spec.protocol
         need = run_bytes(p.warmup_s, p.cooldown_s, chk.prompts.count, p.sample_interval_s)
         if args.dry_run:
             return dry_run(chk)
         check_results(chk.study_dir.parent, need)
         with study_lock(chk.study_dir):
+            if args.executor == "slurm":
+                from loadgen.study.executors import slurm
+
+                return slurm.run_study(chk, Path(args.spec), retry_failed=args.retry_failed,
+                                       cancel_on_exit=args.cancel_on_exit)
             from loadgen.study.executors.local import run_study
 
             return run_study(chk, need, retry_failed=args.retry_failed)

@@ -44,8 +44,9 @@ def run_order(models: list[str], configs: list[str], reps: int, seed: int) -> li
 
 
 def spec_digest(spec: StudySpec) -> str:
-    """What identifies a study: its whole spec as checked (a resume must run under the same one)."""
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    """What identifies a study: its whole spec as checked (a resume must run under the same one), but
+    for where it runs (``slurm:``), which changes no run's protocol."""
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json", exclude={"slurm"}), sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -123,7 +124,7 @@ def load_or_create_plan(chk: Checked) -> dict:
         plan = json.loads(path.read_text())
         if plan.get("spec_sha256") != spec_digest(spec):
             old = plan.get("spec") or {}
-            new = spec.model_dump(mode="json")
+            new = spec.model_dump(mode="json", exclude={"slurm"})
             diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                     if old.get(k) != new.get(k)]
             raise StudyError(f"study {spec.name!r} in {chk.study_dir} was started with another spec ({'; '.join(diff)}); "

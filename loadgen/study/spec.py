@@ -73,6 +73,19 @@ class Protocol(Strict):
         return self
 
 
+class SlurmOptions(Strict):
+    """``slurm:`` - how ``--executor slurm`` submits each cell attempt (ignored by the local executor;
+    not part of what identifies a study: where runs execute does not change the protocol)."""
+
+    partition: str | None = None
+    account: str | None = None
+    time_limit: str | None = Field(None, pattern=r"^[0-9:-]+$")  # sbatch --time: minutes, H:MM:SS, D-HH...
+    gpus_per_job: int = Field(1, ge=1)  # for -cuda configurations only; CPU cells ask for none
+    sbatch_options: list[str] = []  # extra sbatch arguments, e.g. [--constraint=a100, --qos=bench]
+    max_jobs: int = Field(0, ge=0)  # at most this many submitted at once (0: no limit)
+    poll_s: float = Field(2.0, gt=0, le=60, allow_inf_nan=False)  # how often squeue is asked
+
+
 class StudySpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
     models: list[str] = Field(min_length=1)
@@ -85,6 +98,7 @@ class StudySpec(Strict):
     revision: str | None = None
     trust_remote_code: bool = False
     protocol: Protocol = Protocol()
+    slurm: SlurmOptions | None = None
 
     @field_validator("configs", "models", mode="before")
     @classmethod
@@ -113,7 +127,7 @@ def _problem(err: dict) -> str:
     where = ".".join(str(x) for x in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         model = Sensors if err["loc"][:2] == ("protocol", "sensors") else Protocol if err["loc"][:1] == ("protocol",) \
-            else StudySpec
+            else SlurmOptions if err["loc"][:1] == ("slurm",) else StudySpec
         known = list(model.model_fields)
         close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
         return f"{where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}")

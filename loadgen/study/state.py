@@ -40,7 +40,7 @@ def _cell_of(m: dict) -> Cell | None:
         return None
 
 
-def abandon(run_dir: Path, m: dict) -> dict:
+def abandon(run_dir: Path, m: dict, error: str = ABANDONED) -> dict:
     """A run whose runner died mid-way (``status: running``): keep every row it recorded and mark it
     failed, so nobody counts it; a docker runner's container is removed."""
     folder = RunFolder(run_dir)
@@ -53,15 +53,16 @@ def abandon(run_dir: Path, m: dict) -> dict:
 
         with contextlib.suppress(Exception):
             _docker("rm", "-f", container_name(m.get("run_id")), timeout=60)
-    m = {**m, "status": "failed", "error": ABANDONED, "abandoned": True, "finished_at": time.time()}
+    m = {**m, "status": "failed", "error": error, "abandoned": True, "finished_at": time.time()}
     m["summary"] = {**(m.get("summary") or {}), "recorded": len(rows), "ok": sum(r["status"] == "ok" for r in rows)}
     folder.write_manifest(m)
     return m
 
 
-def reconcile(study_dir: Path, name: str) -> tuple[dict[Cell, CellState], list[str]]:
+def reconcile(study_dir: Path, name: str, in_flight=None) -> tuple[dict[Cell, CellState], list[str]]:
     """Read every run folder of the study; abandoned runs are marked failed. Returns the state of
-    each cell that has runs, and notes on what was found (for the user)."""
+    each cell that has runs, and notes on what was found (for the user). ``in_flight(manifest)``: the
+    error to abandon a ``running`` run with, or None when its runner is still at work (a Slurm job)."""
     cells: dict[Cell, CellState] = collections.defaultdict(CellState)
     notes = []
     runs = study_dir / RUNS_DIR
@@ -80,7 +81,10 @@ def reconcile(study_dir: Path, name: str) -> tuple[dict[Cell, CellState], list[s
             notes.append(f"{d.name}: not a run of study {name!r}; ignored")
             continue
         if m.get("status") == "running":
-            m = abandon(d, m)
+            why = in_flight(m) if in_flight else ABANDONED
+            if why is None:
+                continue  # its job is still running it: neither done nor lost
+            m = abandon(d, m, why)
             notes.append(f"{d.name} ({cell.label}): was cut off; marked failed (abandoned), the cell runs again")
         st = cells[cell]
         status = m.get("status")

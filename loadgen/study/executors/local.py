@@ -12,7 +12,7 @@ from loadgen.preflight import PreflightError, check_results
 from loadgen.progress import Progress
 from loadgen.runfolder import MANIFEST
 from loadgen.study.plan import Cell, Checked, load_or_create_plan
-from loadgen.study.spec import Sensors
+from loadgen.study.cellrun import cell_run_plan, study_sampler
 from loadgen.study.state import RUNS_DIR, reconcile
 from loadgen.study.summary import summary_text, write_summary
 
@@ -28,7 +28,7 @@ def rest(seconds: float, progress: Progress) -> None:
 
 def run_study(chk: Checked, need_bytes: int, retry_failed: bool = False) -> int:
     from loadgen.hostinfo import host_info, software_versions
-    from loadgen.protocol import RunInterrupted, RunPlan, run_once
+    from loadgen.protocol import RunInterrupted, run_once
 
     spec, p = chk.spec, chk.spec.protocol
     plan = load_or_create_plan(chk)
@@ -52,11 +52,7 @@ def run_study(chk: Checked, need_bytes: int, retry_failed: bool = False) -> int:
         raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, on_sigterm)
-    sampler = None
-    if p.sensors:
-        from loadgen.sampling import local_sampler
-
-        sampler = local_sampler(p.sample_interval_s, choice=p.sensors.choice() if isinstance(p.sensors, Sensors) else None)
+    sampler = study_sampler(chk)
     host, software = host_info(), software_versions()
     progress = Progress(len(queue), warmup_s=p.warmup_s, cooldown_s=p.cooldown_s, prompts=chk.prompts.count,
                         rest_s=p.rest_s)
@@ -76,16 +72,7 @@ def run_study(chk: Checked, need_bytes: int, retry_failed: bool = False) -> int:
             st = cells[cell]
             attempt = st.attempts + 1
             progress.start_run(started_now, f"{cell.label} (cell {position[cell]}/{len(order)}, attempt {attempt})")
-            run_plan = RunPlan(
-                config=cell.config, model=cell.model, prompts=chk.prompts, results=chk.study_dir / RUNS_DIR,
-                rep=cell.rep, reps=spec.repetitions, warmup_s=p.warmup_s, cooldown_s=p.cooldown_s,
-                request_timeout_s=p.request_timeout_s, ready_timeout_s=p.ready_timeout_s,
-                max_new_tokens=p.max_new_tokens, max_length=p.max_length, ignore_eos=p.ignore_eos,
-                threads=chk.threads, runner=chk.runner, revision=spec.revision,
-                trust_remote_code=spec.trust_remote_code, sample_interval_s=p.sample_interval_s,
-                bench_id=f"study:{spec.name}", order=position[cell],
-                study={"name": spec.name, "cell": cell.as_dict(), "attempt": attempt, "position": position[cell],
-                       "cells": len(order), "seed": plan["seed"], "spec_sha256": plan["spec_sha256"]})
+            run_plan = cell_run_plan(chk, plan, cell, position[cell], len(order), attempt)
             try:
                 run_dir = run_once(run_plan, sampler=sampler, progress=progress, host=host, software=software)
             except RunInterrupted as exc:

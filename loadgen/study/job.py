@@ -1,0 +1,88 @@
+"""``python -m loadgen.study.job SPEC --position P --attempt N``: one cell attempt inside a Slurm job.
+
+The coordinator (executors/slurm.py) submits this as the job's only command. It checks the spec on
+this node (GPU, sensors, runner: a node that cannot serve the cell fails the attempt before any run
+starts), reads the study's plan (the same seed and order; a changed spec is refused) and runs the
+cell with the same run protocol as the local executor, its exporters on this node. The Slurm job id,
+node and partition join run.json's ``study`` entry. Slurm stops a job with SIGTERM (scancel, time
+limit, node shutdown), then SIGKILL after KillWait: the run is then marked failed/abandoned, its rows
+kept, and the coordinator retries the cell. exit status: 0 complete, 1 not, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from loadgen.runfolder import MANIFEST
+
+
+def slurm_env() -> dict:
+    """Where this attempt runs, from the job's environment."""
+    env = os.environ
+    return {"job_id": env.get("SLURM_JOB_ID"), "node": env.get("SLURMD_NODENAME"),
+            "partition": env.get("SLURM_JOB_PARTITION"), "cluster": env.get("SLURM_CLUSTER_NAME")}
+
+
+def killed_by_slurm(job: dict) -> str:
+    return (f"abandoned: Slurm stopped job {job.get('job_id')} on {job.get('node')} during this run "
+            "(scancel, time limit or node shutdown); the cell runs again")
+
+
+def main(argv=None) -> int:
+    from loadgen.study.cellrun import cell_run_plan, study_sampler
+    from loadgen.study.plan import Cell, check
+    from loadgen.study.spec import StudyError, load_spec
+    from loadgen.study.state import abandon
+
+    ap = argparse.ArgumentParser(prog="python -m loadgen.study.job", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("spec")
+    ap.add_argument("--results", help="parent folder of the study folder (as the coordinator was given)")
+    ap.add_argument("--position", type=int, required=True, help="the cell's position in the plan's order (1-based)")
+    ap.add_argument("--attempt", type=int, required=True)
+    args = ap.parse_args(argv)
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        spec = load_spec(Path(args.spec))
+        chk = check(spec, Path(args.spec), args.results)
+        from loadgen.study.plan import STUDY_FILE, spec_digest
+
+        plan = json.loads((chk.study_dir / STUDY_FILE).read_text())
+        if plan.get("spec_sha256") != spec_digest(spec):
+            raise StudyError(f"the spec changed since the study was planned ({chk.study_dir / STUDY_FILE})")
+        order = [Cell(c["model"], c["config"], int(c["rep"])) for c in plan["order"]]
+        if not 1 <= args.position <= len(order):
+            raise StudyError(f"--position {args.position}: the plan has {len(order)} cells")
+    except (StudyError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from loadgen.protocol import RunInterrupted, run_once
+
+    cell = order[args.position - 1]
+    job = slurm_env()
+    print(f"slurm job {job['job_id']} on {job['node']}: {cell.label} (cell {args.position}/{len(order)}, "
+          f"attempt {args.attempt})", flush=True)
+    run_plan = cell_run_plan(chk, plan, cell, args.position, len(order), args.attempt, extra={"slurm": job})
+    try:
+        run_dir = run_once(run_plan, sampler=study_sampler(chk))
+    except RunInterrupted as exc:
+        m = json.loads((exc.run_dir / MANIFEST).read_text())
+        abandon(exc.run_dir, m, killed_by_slurm(job))
+        print(f"{exc.run_dir.name}: stopped by Slurm; marked failed (abandoned)", flush=True)
+        return 1
+    m = json.loads((run_dir / MANIFEST).read_text())
+    print(f"{run_dir.name}: {m['status']}{': ' + m['error'] if m.get('error') else ''}", flush=True)
+    return 0 if m["status"] == "complete" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
