@@ -11,6 +11,7 @@ Listeners (``listeners=[...]``, e.g. loadgen/bench_exporter.py) get the same eve
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from statistics import mean
@@ -46,6 +47,7 @@ class Progress:
         self._last_draw = 0.0
         self._width = 0
         self.listeners = list(listeners)
+        self.step_text = ""  # the current phase's own step (prepare: the model build or export, with its ETA)
 
     def _tell(self, event: str, *args) -> None:
         for listener in self.listeners:
@@ -61,9 +63,20 @@ class Progress:
         now = time.monotonic()
         if self.phase == "load" and phase != "load":
             self.load_durations.append(now - self.phase_t0)
-        self.phase, self.phase_t0 = phase, now
+        self.phase, self.phase_t0, self.step_text = phase, now, ""
         self._tell("set_phase", phase)
         self.draw(force=True, newline=not self.tty)
+
+    def step(self, text: str) -> None:
+        """The phase's own progress, e.g. prepare's ``tiny: training step 120/300 ... ETA 40s``. Off a
+        terminal a line is printed only when the kind of step changes (not at every training step)."""
+        text = " ".join(text.split())[:80]
+        if text == self.step_text:
+            return
+        kind = re.split(r"\d", text, maxsplit=1)[0]
+        new_kind = kind != re.split(r"\d", self.step_text, maxsplit=1)[0]
+        self.step_text = text
+        self.draw(force=new_kind, newline=new_kind and not self.tty)
 
     def requests(self, done: int, mean_latency: float | None) -> None:
         self.done, self.latency = done, mean_latency
@@ -123,7 +136,8 @@ class Progress:
         left, known = self.eta()
         prompts = f" {self.done}/{self.prompts} prompts" if self.phase in ("inference", "idle_after") else ""
         phase_t = f" {hms(time.monotonic() - self.phase_t0)}"
-        return (f"[run {self.run_i}/{self.total_runs}] {self.label} | {self.phase}{phase_t}{prompts} | "
+        step = f" ({self.step_text})" if self.step_text else ""
+        return (f"[run {self.run_i}/{self.total_runs}] {self.label} | {self.phase}{phase_t}{step}{prompts} | "
                 f"ETA {'' if known else '≥'}{hms(left)}")
 
     def draw(self, force: bool = False, newline: bool = False) -> None:

@@ -29,6 +29,7 @@ import os
 import signal
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from loadgen.prompts import PromptSet
 from loadgen.replay import LocustReplay
 from loadgen.runfolder import SCHEMA, RunFolder
 from loadgen.runners import (ROOT, NativeService, RunnerError, child_env, die_with_parent, log_tail, prepare_command,
-                             start_service)
+                             start_service, terminate)
 from loadgen.sampling import NullSampler, Sampler
 from loadgen.summary import energy_summary
 from analysis.quantities import request_span, tokens_per_s
@@ -137,20 +138,43 @@ def signals_deferred():
             signal.signal(s, h)
 
 
-def run_prepare(plan: RunPlan, log_path: Path) -> dict:
+def last_step(log_path: Path, offset: int) -> str | None:
+    """The last line the prepare child wrote to its log after ``offset`` (its build/export step, e.g.
+    ``tiny: training step 120/300  loss 2.1  ETA 40s``), for the progress line."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(offset)
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
+def run_prepare(plan: RunPlan, log_path: Path, progress=None) -> dict:
     argv = [*prepare_command(plan.runner), "--config", plan.config, "--model", plan.model,
             "--threads", str(plan.threads), "--precision", plan.precision]
     if plan.revision:
         argv += ["--revision", plan.revision]
     if plan.trust_remote_code:
         argv.append("--trust-remote-code")
-    with open(log_path, "ab") as log:
-        out = subprocess.run(argv, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=log,
-                             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
-    if out.returncode != 0:
-        raise RunnerError(f"preparing {plan.model} for {plan.config} failed (exit {out.returncode}); "
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "ab") as log, tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=out, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=die_with_parent)
+        try:
+            while proc.poll() is None:  # never inside a window: prepare comes before every one
+                time.sleep(0.5)
+                if progress is not None and (step := last_step(log_path, offset)):
+                    progress.step(step)
+        except BaseException:
+            terminate(proc, 10)
+            raise
+        out.seek(0)
+        stdout = out.read()
+    if proc.returncode != 0:
+        raise RunnerError(f"preparing {plan.model} for {plan.config} failed (exit {proc.returncode}); "
                           f"last lines of {log_path}:\n{log_tail(log_path)}")
-    return json.loads(out.stdout.decode().strip().splitlines()[-1])
+    return json.loads(stdout.decode().strip().splitlines()[-1])
 
 
 def idle(service: NativeService, seconds: float, phase: str) -> None:
@@ -344,7 +368,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         phase = "prepare"
         progress.set_phase("prepare")
         t0 = time.time()
-        prepared = run_prepare(plan, folder.path / "prepare.log")
+        prepared = run_prepare(plan, folder.path / "prepare.log", progress)
         manifest["prepare"] = {"start": t0, "end": time.time(), "artifact": prepared["artifact"]}
         manifest["model"] = {**manifest["model"], **prepared["model"]}
 

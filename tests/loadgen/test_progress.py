@@ -41,3 +41,32 @@ def test_eta_counts_runs_left_at_the_mean_duration_and_each_rest(monkeypatch):
     left, _ = p.eta()
     assert left == pytest.approx(20 + 7 + 60)  # this run's idle after, one rest, one run
     assert "[run 2/3] b | idle_after" in p.line() and "ETA" in p.line()
+
+
+def test_prepare_shows_its_own_step_and_eta_and_logs_only_new_kinds_of_step(tmp_path):
+    """A fresh machine's first bench builds tiny in prepare: the line says so (with the build's ETA)
+    instead of a bare 'prepare 0:00'; off a terminal one line per kind of step, not per training step."""
+    import io
+
+    from loadgen.protocol import last_step
+
+    log = tmp_path / "prepare.log"
+    log.write_text("old run's line\n")
+    offset = log.stat().st_size
+    assert last_step(log, offset) is None
+    log.write_text(log.read_text() + "building the 'tiny' model into /c (once, about a minute)\n"
+                   "  tiny: training step 12/300  loss 5.100  ETA   80s\n")
+    assert last_step(log, offset) == "tiny: training step 12/300  loss 5.100  ETA   80s"
+    out = io.StringIO()
+    p = Progress(1, warmup_s=1, cooldown_s=1, prompts=4, stream=out, tty=False)
+    p.start_run(1, "onnx-cpu tiny r1/1")
+    p.set_phase("prepare")
+    for step in range(12, 300, 12):
+        p.step(f"  tiny: training step {step}/300  loss 5.100  ETA {80 - step // 4:4d}s")
+    assert "(tiny: training step 288/300 loss 5.100 ETA 8s)" in p.line()
+    p.step("exporting tiny to ONNX (with KV cache) into /c/a")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3, lines  # the phase, the first training step, the export
+    assert "prepare 0:00 (tiny: training step 12/300" in lines[1] and "exporting tiny to ONNX" in lines[2]
+    p.set_phase("load")
+    assert "(" not in p.line().split("|")[1]  # a new phase starts without the old step
