@@ -107,6 +107,8 @@ class Settings:
     sensors_resolved: dict | None = None  # what the choice is on this machine (check_sensors)
     stack: object = None          # loadgen.stack.Stack the docker runs join; None: no live stack
     stack_note: str = ""
+    service_url: str | None = None  # runner external: drive this running service
+    exporters: dict | None = None   # --exporter: sample these running exporters instead of starting any
 
 
 def parser() -> argparse.ArgumentParser:
@@ -150,6 +152,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-device-watts", type=float, default=10_000.0,
                    help="a sensor sample implying more power than this per device is bad data, dropped and "
                         "flagged (default 10000)")
+    p.add_argument("--service-url", help="drive this running service instead of starting one (runner external: "
+                                         "no prepare, nothing started or stopped; its /info must serve CONFIG), "
+                                         "e.g. the compose stack's http://inference:8000 [SERVICE_URL]")
+    p.add_argument("--exporter", action="append", default=[], metavar="NAME=URL",
+                   help="sample this running exporter (its /metrics URL) instead of starting this machine's; "
+                        "repeatable, e.g. estimate=http://estimate:9656/metrics (the compose loadgen's)")
     p.add_argument("--revision", default=None, help="hub revision of MODEL")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code to run")
     return p
@@ -214,11 +222,19 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
     except PromptError as exc:
         raise UsageError(str(exc)) from None
     results = Path(get(args.results, "RESULTS")).expanduser().resolve()  # children run elsewhere
-    try:
-        runner, why = choose_runner(get(args.runner, "RUNNER"), configs=configs,
-                                    **({"probe": probe_docker} if probe_docker else {}))
-    except RunnerError as exc:
-        raise UsageError(str(exc)) from None
+    service_url = (args.service_url or environ.get("SERVICE_URL", "")).strip() or None
+    exporters = parse_exporters(args.exporter)
+    if service_url:
+        if len(configs) != 1:
+            raise UsageError(f"--service-url drives one running service: CONFIG must be its one configuration, "
+                             f"got {', '.join(configs)}")
+        runner, why = "external", f"the running service at {service_url}"
+    else:
+        try:
+            runner, why = choose_runner(get(args.runner, "RUNNER"), configs=configs,
+                                        **({"probe": probe_docker} if probe_docker else {}))
+        except RunnerError as exc:
+            raise UsageError(str(exc)) from None
     sensors, resolved = sensor_settings(args, get, environ)
     stack, stack_note = stack_settings(runner, sensors, environ)
     try:  # last: a refused start leaves no folder behind
@@ -232,7 +248,21 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
                     shuffle=None if args.fixed_order else (args.shuffle if args.shuffle is not None
                                                             else random.SystemRandom().randrange(2**31)),
                     revision=args.revision, trust_remote_code=args.trust_remote_code, sensors=sensors,
-                    sensors_resolved=resolved, stack=stack, stack_note=stack_note)
+                    sensors_resolved=resolved, stack=stack, stack_note=stack_note, service_url=service_url,
+                    exporters=exporters)
+
+
+def parse_exporters(items: list[str]) -> dict[str, str]:
+    """``--exporter NAME=URL`` (repeatable) → {name: url}."""
+    from urllib.parse import urlsplit
+
+    out = {}
+    for item in items:
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip() or urlsplit(url.strip()).scheme not in ("http", "https"):
+            raise UsageError(f"--exporter {item!r}: give NAME=http://host:port/metrics")
+        out[name.strip()] = url.strip()
+    return out
 
 
 def stack_settings(runner: str, sensors, environ) -> tuple[object, str]:
@@ -240,6 +270,8 @@ def stack_settings(runner: str, sensors, environ) -> tuple[object, str]:
     (not): only the docker runner's containers can join its network."""
     from loadgen.stack import StackError, discover, requested, sensor_targets
 
+    if runner == "external":
+        return None, "not joined (runner external: the service and the exporters given are someone else's)"
     if runner != "docker":
         if requested(environ) not in ("auto", "off", "none", "0", "no"):
             raise UsageError(f"WATTSERVE_STACK={requested(environ)}: only the docker runner joins a stack "
@@ -350,7 +382,12 @@ def main(argv=None) -> int:
     summaries, interrupted = [], False
     sampler = None
     if not args.no_sensors:
-        if stack_run is not None:
+        if s.exporters:
+            from loadgen.local_exporters import LocalSampler
+
+            sampler = LocalSampler(interval_s=args.sample_interval, choice=s.sensors, only=(),
+                                   extra_targets=s.exporters)
+        elif stack_run is not None:
             from loadgen.stack import stack_sampler
 
             sampler = stack_sampler(s.stack, args.sample_interval, s.sensors)
@@ -366,7 +403,7 @@ def main(argv=None) -> int:
                            ready_timeout_s=s.ready_timeout_s, max_new_tokens=s.max_new_tokens,
                            max_length=s.max_length, ignore_eos=s.ignore_eos, threads=s.threads,
                            runner=s.runner, revision=s.revision, trust_remote_code=s.trust_remote_code,
-                           bench_id=bench_id, order=i, order_seed=s.shuffle)
+                           bench_id=bench_id, order=i, order_seed=s.shuffle, service_url=s.service_url)
             run_dir = run_once(plan, sampler=sampler, progress=progress, host=host, software=software, stack=stack_run)
             summaries.append(summarize(run_dir))
             if stack_run is not None:

@@ -83,6 +83,7 @@ class RunPlan:
     order: int | None = None  # position in the bench
     order_seed: int | None = None  # seed of the bench's randomized order (None: fixed order)
     study: dict | None = None  # {name, cell, attempt, ...} when the run belongs to a study (loadgen/study/)
+    service_url: str | None = None  # runner external: the running service to drive (nothing started or prepared)
 
     def __post_init__(self) -> None:
         for name in ("warmup_s", "cooldown_s", "stop_delay_s"):
@@ -98,8 +99,10 @@ class RunPlan:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.rep <= self.reps:
             raise ValueError(f"rep must be in 1..reps, got {self.rep} of {self.reps}")
-        if self.runner not in ("native", "docker"):
-            raise ValueError(f"runner {self.runner!r} is not one of native, docker")
+        if self.runner not in ("native", "docker", "external"):
+            raise ValueError(f"runner {self.runner!r} is not one of native, docker, external")
+        if (self.runner == "external") != bool(self.service_url):
+            raise ValueError("the external runner needs service_url (and only it takes one)")
         if self.threads == 0:
             object.__setattr__(self, "threads", default_threads())
 
@@ -368,9 +371,12 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         phase = "prepare"
         progress.set_phase("prepare")
         t0 = time.time()
-        prepared = run_prepare(plan, folder.path / "prepare.log", progress)
-        manifest["prepare"] = {"start": t0, "end": time.time(), "artifact": prepared["artifact"]}
-        manifest["model"] = {**manifest["model"], **prepared["model"]}
+        if plan.runner == "external":  # whoever runs the service prepared its model (compose: prepare)
+            manifest["prepare"] = {"start": t0, "end": t0, "artifact": None, "skipped": "external service"}
+        else:
+            prepared = run_prepare(plan, folder.path / "prepare.log", progress)
+            manifest["prepare"] = {"start": t0, "end": time.time(), "artifact": prepared["artifact"]}
+            manifest["model"] = {**manifest["model"], **prepared["model"]}
 
         sampler.start(folder.path)
         sampling = True
@@ -378,16 +384,22 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
             manifest["protocol"]["sensors"] = sampler.describe()
         begin("load")
         joined = {"network": stack.network} if stack is not None and plan.runner == "docker" else {}
+        if plan.runner == "external":
+            joined = {"url": plan.service_url}
         service = start_service(plan.runner, cfg.name, plan.model, threads=plan.threads, precision=plan.precision,
                                 log_path=folder.path / "service.log", revision=plan.revision,
                                 trust_remote_code=plan.trust_remote_code, run_id=folder.run_id, **joined)
         manifest["runner_details"] = service.describe()
-        if joined:
+        if joined and stack is not None:
             stack.service_started(service, folder.run_id, plan.rep)
-        if hasattr(sampler, "service_started"):
+        if hasattr(sampler, "service_started") and service.pid is not None:
             sampler.service_started(service.pid)
         service.wait_ready(plan.ready_timeout_s)
         manifest["service"] = service.info()
+        if plan.runner == "external":  # the model as the service describes it (no prepare of ours)
+            described = manifest["service"].get("model")
+            if isinstance(described, dict):
+                manifest["model"] = {**manifest["model"], **described}
 
         begin("idle_before", after="load")
         idle(service, plan.warmup_s, "idle_before")

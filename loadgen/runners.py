@@ -415,7 +415,56 @@ class DockerService(NativeService):
             time.sleep(0.2)
 
 
-SERVICES: dict[str, type[NativeService]] = {"native": NativeService, "docker": DockerService}
+class ExternalService:
+    """A service someone else runs (the compose stack's ``inference``, driven by the compose ``loadgen``):
+    nothing is started or stopped; ``/ready`` is waited for and ``/info`` must name the run's
+    configuration. Its process is not ours (``pid`` None: the stack's host exporter watches it)."""
+
+    runner = "external"
+    pid = None
+
+    def __init__(self, config: str, model: str, *, url: str, log_path: Path, **_ignored) -> None:
+        self.config, self.model, self.url = config, model, url.rstrip("/")
+        self.log_path = Path(log_path)
+        self.log_path.write_text(f"external service at {self.url}: its log is its own (compose logs inference)\n")
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def describe(self) -> dict:
+        return {"runner": self.runner, "url": self.url}
+
+    def alive(self) -> bool:
+        return True  # not ours to watch; a service that goes away fails the requests, and the run with them
+
+    def died(self, when: str) -> RunnerError:
+        return RunnerError(f"the service at {self.url} went away {when}")
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.client.get("/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RunnerError(f"the service at {self.url} was not ready after {timeout:.0f} s")
+        served = self.info().get("config")
+        if served != self.config:
+            raise RunnerError(f"the service at {self.url} serves {served}, not {self.config}: CONFIG must be the "
+                              "stack's (make up CONFIG=...)")
+
+    def info(self) -> dict:
+        r = self.client.get("/info")
+        r.raise_for_status()
+        return r.json()
+
+    def stop(self, grace: float = 15) -> None:
+        self.client.close()
+        return None
+
+
+SERVICES: dict[str, type] = {"native": NativeService, "docker": DockerService, "external": ExternalService}
 
 
 def start_service(runner: str, config: str, model: str, **kw) -> NativeService:

@@ -302,3 +302,9 @@ def test_loadgen_service_runs_the_bench(prepared_cache, tmp_path):
     runs = [json.loads(p.read_text()) for p in results.glob("*/run.json")]
     assert len(runs) == 1 and runs[0]["status"] == "complete", (out.stdout[-2000:], out.stderr[-2000:])
     assert runs[0]["config"] == "onnx-cpu", runs[0]["config"]
+    # it drove the stack's own service and sampled the stack's exporters (none of its own)
+    assert runs[0]["runner_details"] == {"runner": "external", "url": "http://inference:8000"}, runs[0]["runner_details"]
+    assert {s["name"]: s["url"] for s in runs[0]["sensors"]} == {
+        "host": "http://host:9655/metrics", "rapl": "http://rapl:9651/metrics",
+        "estimate": "http://estimate:9656/metrics"}
+    assert runs[0]["summary"]["requests"] == runs[0]["summary"]["ok"] == 6

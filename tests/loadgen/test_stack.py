@@ -168,3 +168,15 @@ def test_the_native_runner_never_joins_a_named_stack():
     assert stack_settings("native", None, {})[0] is None
     with pytest.raises(UsageError, match="only the docker runner joins a stack"):
         stack_settings("native", None, {"WATTSERVE_STACK": "mystack"})
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--service-url", "http://127.0.0.1:9", "--config", "onnx-cpu,torch-cpu"], "CONFIG must be its one"),
+    (["--exporter", "estimate"], "NAME=http://host:port/metrics"),
+])
+def test_external_service_and_exporter_options_are_checked_first(tmp_path, args, says):
+    from tests.loadgen.conftest import run_bench
+
+    out = run_bench(*args, "--results", str(tmp_path / "r"), timeout=120)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
