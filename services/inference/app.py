@@ -36,6 +36,7 @@ from services.inference.schemas import (
     GenerateResponse,
     HealthResponse,
     ReadyResponse,
+    stop_list,
 )
 from services.inference.service import InferenceService, InvalidRequest
 
@@ -216,11 +217,12 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
     @app.post("/v1/generate", response_model=GenerateResponse, responses=error_responses(413, 415, 500, 503))
     def generate(req: GenerateRequest) -> GenerateResponse:
         gen = run("/v1/generate", req.prompt, max_new_tokens=req.max_new_tokens,
-                  max_length=req.max_length, ignore_eos=req.ignore_eos)
+                  max_length=req.max_length, ignore_eos=req.ignore_eos, stop=stop_list(req.stop))
         return GenerateResponse(
             text=gen.text, token_ids=gen.token_ids, prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.completion_tokens, started_at=gen.started_at,
             finished_at=gen.finished_at, latency_s=gen.latency_s, first_token_at=gen.first_token_at,
+            finish_reason=gen.finish_reason,
             config=service.config.name,
             model=service.model.name,
         )
@@ -233,10 +235,10 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
             raise HTTPException(404, f"model {req.model!r} is not served here; this service serves "
                                      f"{service.model.name!r}")
         gen = run("/v1/completions", req.prompt, rename={"max_new_tokens": "max_tokens"},
-                  max_new_tokens=req.max_tokens)
+                  max_new_tokens=req.max_tokens, stop=stop_list(req.stop))
         return CompletionResponse(
             id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=service.model.name,
-            choices=[CompletionChoice(text=gen.text, finish_reason="stop" if gen.hit_eos else "length")],
+            choices=[CompletionChoice(text=gen.text, finish_reason=gen.openai_finish_reason)],
             usage=CompletionUsage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                                   total_tokens=gen.prompt_tokens + gen.completion_tokens),
         )

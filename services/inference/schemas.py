@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationInfo,
-                      field_validator)
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, StringConstraints,
+                      ValidationInfo, field_validator)
+
+from services.inference.watcher import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
 
 DEFAULT_MAX_LENGTH = 128  # the study's max_length, counting the prompt
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB request bodies at most: far above what any model's context takes
+
+
+StopString = Annotated[StrictStr, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+STOP_FIELD = Field(
+    default=None,
+    description=f"a string, or up to {MAX_STOP_SEQUENCES} strings: generation ends at the first of them and "
+                "the text is cut before it (finish_reason \"stop\")",
+)
+Stop = StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_SEQUENCES)] | None
+
+
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
 
 
 class GenerateRequest(BaseModel):
@@ -22,6 +37,7 @@ class GenerateRequest(BaseModel):
         default=None, ge=1, description=f"prompt + new tokens at most (default {DEFAULT_MAX_LENGTH})"
     )
     ignore_eos: StrictBool = Field(default=False, description="keep generating past end-of-sequence")
+    stop: Stop = STOP_FIELD
 
 
 class GenerateResponse(BaseModel):
@@ -32,6 +48,9 @@ class GenerateResponse(BaseModel):
     started_at: float = Field(description="epoch seconds, UTC")
     finished_at: float = Field(description="epoch seconds, UTC")
     latency_s: float
+    finish_reason: Literal["stop", "eos", "length"] = Field(
+        description="stop: a stop string ended it (cut from the text); eos: the model's end of sequence; "
+                    "length: the token limit")
     first_token_at: float | None = Field(None, description="epoch seconds, UTC: the first new token existed "
                                          "(time to first token = first_token_at - started_at)")
     config: str
@@ -52,6 +71,7 @@ class CompletionRequest(BaseModel):
     temperature: StrictFloat = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
     n: Literal[1] = 1
     stream: Literal[False] = False
+    stop: Stop = STOP_FIELD
 
     @field_validator("n", "stream", mode="before")
     @classmethod

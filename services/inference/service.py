@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from services.inference.configs import ServingConfig
 from services.inference.engines import Engine, EngineSettings, engine_class
-from services.inference.engines.base import FirstTokenClock
 from services.inference.schemas import DEFAULT_MAX_LENGTH
+from services.inference.watcher import GenerationWatcher
 from services.models.resolve import ModelSpec, context_length, materialize
 
 log = logging.getLogger("wattserve.inference")
@@ -40,8 +40,13 @@ class Generation:
     completion_tokens: int
     started_at: float
     finished_at: float
-    hit_eos: bool
+    finish_reason: str  # "stop" (a stop string), "eos" (the model's end of sequence), "length" (the limit)
     first_token_at: float | None = None  # when the first new token existed (engine streamer), epoch s
+
+    @property
+    def openai_finish_reason(self) -> str:
+        """OpenAI says "stop" for a stop string and for end-of-sequence alike."""
+        return "length" if self.finish_reason == "length" else "stop"
 
     @property
     def latency_s(self) -> float:
@@ -149,7 +154,9 @@ class InferenceService:
         return max_length - prompt_tokens
 
     def generate(self, prompt: str, max_new_tokens: int | None = None, max_length: int | None = None,
-                 ignore_eos: bool = False) -> Generation:
+                 ignore_eos: bool = False, stop: list[str] | None = None) -> Generation:
+        """Greedy generation; the text ends before the first of the ``stop`` strings (the token count
+        still counts every token generated, the one that completed the stop string included)."""
         if not self.ready or self.engine is None:
             raise RuntimeError(f"service not ready ({self.state})")
         if not prompt.strip():
@@ -161,20 +168,27 @@ class InferenceService:
         if not ids:
             raise InvalidRequest("prompt tokenizes to no tokens", "prompt")
         new = self.limits(len(ids), max_new_tokens, max_length)
-        clock = FirstTokenClock()
+        watcher = GenerationWatcher(self.tokenizer, stop)
         with self._lock:
             started = time.time()
-            out = self.engine.generate(ids, new, new if ignore_eos else 0, streamer=clock)
+            out = self.engine.generate(ids, new, new if ignore_eos else 0, streamer=watcher,
+                                       should_stop=watcher.should_stop if watcher.stops else None)
             finished = time.time()
+        if watcher.stopped:
+            reason = "stop"
+        elif out and out[-1] in self.eos_ids and not ignore_eos:
+            reason = "eos"
+        else:
+            reason = "length"
         return Generation(
-            text=self.tokenizer.decode(out, skip_special_tokens=True),
+            text=watcher.text if watcher.stops else self.tokenizer.decode(out, skip_special_tokens=True),
             token_ids=out,
             prompt_tokens=len(ids),
             completion_tokens=len(out),
             started_at=started,
             finished_at=finished,
-            hit_eos=bool(out) and out[-1] in self.eos_ids and not ignore_eos,
-            first_token_at=clock.first_token_at,
+            finish_reason=reason,
+            first_token_at=watcher.first_token_at,
         )
 
     def gpu_uuids(self) -> list[str]:

@@ -19,7 +19,7 @@ from tests.conftest import ROOT, Server, free_port
 
 PROMPTS = read_prompts(PAPER_PROMPTS)
 RESPONSE_KEYS = {"text", "token_ids", "prompt_tokens", "completion_tokens", "started_at", "finished_at",
-                 "latency_s", "first_token_at", "config", "model"}
+                 "latency_s", "first_token_at", "finish_reason", "config", "model"}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import abc
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,11 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
-                 streamer: "FirstTokenClock | None" = None) -> list[int]:
+                 streamer=None, should_stop: Callable[[], bool] | None = None) -> list[int]:
         """Greedy-decode up to ``max_new_tokens`` new ids; EOS is blocked before ``min_new_tokens``.
         ``streamer`` (transformers' streamer protocol: ``put`` the prompt, then each new token;
-        ``end``) is told as tokens are produced."""
+        ``end``) is told as tokens are produced; ``should_stop`` is asked after each token has been
+        put, and True ends the generation there (a stop string, a client gone)."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -136,19 +138,19 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-class FirstTokenClock:
-    """A transformers-style streamer that only notes when the first new token exists: its first
-    ``put`` is the prompt (transformers' protocol), its second the first generated token. Epoch
-    seconds, the service's clock (the host's, as the bench's)."""
+def stopping_criteria(should_stop: Callable[[], bool] | None):
+    """``should_stop`` as a transformers StoppingCriteriaList for ``generate`` (None: none). transformers
+    asks it right after the streamer has heard the new token, so the watcher's answer is current."""
+    if should_stop is None:
+        return None
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
-    def __init__(self) -> None:
-        self.puts = 0
-        self.first_token_at: float | None = None
+    class AskWatcher(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), should_stop(), dtype=torch.bool, device=input_ids.device)
 
-    def put(self, value) -> None:
-        self.puts += 1
-        if self.puts == 2:
-            self.first_token_at = time.time()
+        def __deepcopy__(self, memo):  # generate may copy its criteria; the copy must ask the same watcher
+            return self
 
-    def end(self) -> None:
-        pass
+    return StoppingCriteriaList([AskWatcher()])

@@ -147,12 +147,13 @@ def _module_base():
 
 
 def greedy_loop(prefill, decode, input_ids: list[int], max_new_tokens: int, min_new_tokens: int,
-                eos_ids: list[int], device: str, streamer=None) -> list[int]:
+                eos_ids: list[int], device: str, streamer=None, should_stop=None) -> list[int]:
     """Greedy decoding over the two graphs, token for token what HF ``generate`` does.
 
     EOS is set to -inf while fewer than ``min_new_tokens`` ids exist (HF's MinNewTokensLength
     processor); generation stops after an EOS (which is returned) or ``max_new_tokens`` ids.
-    ``streamer`` hears the prompt and then each new token, as transformers' streamers do.
+    ``streamer`` hears the prompt and then each new token, as transformers' streamers do; then
+    ``should_stop()`` is asked, as transformers asks its stopping criteria.
     """
     import torch
 
@@ -176,7 +177,7 @@ def greedy_loop(prefill, decode, input_ids: list[int], max_new_tokens: int, min_
             new.append(token)
             if streamer is not None:
                 streamer.put([token])
-            if token in eos_ids or len(new) >= max_new_tokens:
+            if token in eos_ids or len(new) >= max_new_tokens or (should_stop is not None and should_stop()):
                 if streamer is not None:
                     streamer.end()
                 return new
@@ -416,7 +417,7 @@ class JitEngine(Engine):
         return meta
 
     def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
-                 streamer=None) -> list[int]:
+                 streamer=None, should_stop=None) -> list[int]:
         if not input_ids:
             raise ValueError("input_ids is empty")
         if len(input_ids) + max_new_tokens > self.context_length:
@@ -425,7 +426,7 @@ class JitEngine(Engine):
                 f"length {self.context_length}"
             )
         return greedy_loop(self.prefill, self.decode, input_ids, max_new_tokens, min_new_tokens,
-                           self.eos_ids, self.config.device, streamer)
+                           self.eos_ids, self.config.device, streamer, should_stop)
 
     def describe(self) -> dict[str, Any]:
         meta = self.meta or {}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from services.inference.engines import precision as precisions
-from services.inference.engines.base import Engine, EngineError, greedy_generation_config
+from services.inference.engines.base import Engine, EngineError, greedy_generation_config, stopping_criteria
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -117,7 +117,7 @@ class OnnxEngine(Engine):
                 "provider_options": info.get("provider_options")}
 
     def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
-                 streamer=None) -> list[int]:
+                 streamer=None, should_stop=None) -> list[int]:
         import torch
 
         device = self.model_obj.device
@@ -127,5 +127,6 @@ class OnnxEngine(Engine):
             attention_mask=torch.ones_like(ids),
             generation_config=greedy_generation_config(self.model_obj, max_new_tokens, min_new_tokens),
             streamer=streamer,
+            stopping_criteria=stopping_criteria(should_stop),
         )
         return out[0, len(input_ids):].tolist()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.inference.engines.base import Engine, EngineError, greedy_generation_config
+from services.inference.engines.base import Engine, EngineError, greedy_generation_config, stopping_criteria
 
 PRECISION_HINTS = {"fp32": "f32"}
 
@@ -84,7 +84,7 @@ class OpenVinoEngine(Engine):
                 "runtime_precision": getattr(self, "runtime_precision", None)}
 
     def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
-                 streamer=None) -> list[int]:
+                 streamer=None, should_stop=None) -> list[int]:
         import torch
 
         ids = torch.tensor([input_ids], dtype=torch.long)
@@ -93,5 +93,6 @@ class OpenVinoEngine(Engine):
             attention_mask=torch.ones_like(ids),
             generation_config=greedy_generation_config(self.model_obj, max_new_tokens, min_new_tokens),
             streamer=streamer,
+            stopping_criteria=stopping_criteria(should_stop),
         )
         return out[0, len(input_ids):].tolist()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.inference.engines.base import Engine, greedy_generation_config
+from services.inference.engines.base import Engine, greedy_generation_config, stopping_criteria
 
 
 class TorchEngine(Engine):
@@ -29,7 +29,7 @@ class TorchEngine(Engine):
         )
 
     def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
-                 streamer=None) -> list[int]:
+                 streamer=None, should_stop=None) -> list[int]:
         import torch
 
         ids = torch.tensor([input_ids], dtype=torch.long, device=self.config.device)
@@ -39,5 +39,6 @@ class TorchEngine(Engine):
                 attention_mask=torch.ones_like(ids),
                 generation_config=greedy_generation_config(self.model_obj, max_new_tokens, min_new_tokens),
                 streamer=streamer,
+            stopping_criteria=stopping_criteria(should_stop),
             )
         return out[0, len(input_ids):].tolist()

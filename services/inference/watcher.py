@@ -1,0 +1,97 @@
+"""What the service hears while an engine generates: the first token's time, stop strings, a cancel.
+
+Every engine speaks transformers' streamer protocol (``put`` the prompt, then each new token;
+``end``) and asks ``should_stop()`` after each token (a transformers ``StoppingCriteria`` or the jit
+loop's own check). The watcher turns the tokens into text pieces (only when someone needs them:
+stop strings or a stream), cuts the text before the first stop string, and holds back the tail that
+could still become one, so a stream never sends text that a later token turns into a stop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from services.inference.detokenize import IncrementalDetokenizer
+
+MAX_STOP_SEQUENCES = 4  # as OpenAI's API
+MAX_STOP_CHARS = 256
+
+
+def first_stop(text: str, stops: list[str], start: int = 0) -> int | None:
+    """Where the earliest stop string begins in ``text[start:]`` (None: no stop string in it)."""
+    found = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def partial_stop(text: str, stops: list[str]) -> int:
+    """How many trailing characters of ``text`` are the beginning of some stop string (held back)."""
+    longest = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), longest, -1):
+            if text.endswith(s[:k]):
+                longest = k
+                break
+    return longest
+
+
+class GenerationWatcher:
+    """A transformers-style streamer for one generation. ``on_text`` (if given) receives each piece of
+    text as soon as it is certain (stop strings cut, the holdback released at the end)."""
+
+    def __init__(self, tokenizer=None, stops: list[str] | None = None,
+                 on_text: Callable[[str], None] | None = None):
+        self.stops = [s for s in (stops or []) if s]
+        self.on_text = on_text
+        self.detok = IncrementalDetokenizer(tokenizer) if (self.stops or on_text) and tokenizer else None
+        self.puts = 0
+        self.first_token_at: float | None = None  # epoch s, the service's clock
+        self.stopped = False  # a stop string appeared
+        self.cancelled = False  # the client went away
+        self.text = ""  # the text so far, cut before a stop string
+        self.sent = 0  # characters of text given to on_text
+        self.longest_stop = max(map(len, self.stops), default=0)
+
+    # -- the streamer protocol ---------------------------------------------------------------------
+    def put(self, value) -> None:
+        self.puts += 1
+        if self.puts == 1:
+            return  # the prompt
+        if self.puts == 2:
+            self.first_token_at = time.time()
+        if self.detok is None or self.stopped:
+            return
+        ids = value.reshape(-1).tolist() if hasattr(value, "reshape") else list(value)
+        for token in ids:
+            self._add(self.detok.push(token))
+
+    def end(self) -> None:
+        if self.detok is not None and not self.stopped:
+            self._add(self.detok.flush(), final=True)
+
+    def should_stop(self) -> bool:
+        return self.stopped or self.cancelled
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    # -- text --------------------------------------------------------------------------------------
+    def _add(self, piece: str, final: bool = False) -> None:
+        if piece:
+            start = max(0, len(self.text) - self.longest_stop + 1)
+            self.text += piece
+            cut = first_stop(self.text, self.stops, start) if self.stops else None
+            if cut is not None:
+                self.text, self.stopped = self.text[:cut], True
+        if self.on_text is None:
+            return
+        ready = len(self.text) if (final or self.stopped) else len(self.text) - partial_stop(self.text, self.stops)
+        if ready > self.sent:
+            piece, self.sent = self.text[self.sent:ready], ready
+            self.on_text(piece)
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """The text before the first stop string, and whether there was one."""
+    cut = first_stop(text, [s for s in stops if s])
+    return (text, False) if cut is None else (text[:cut], True)
