@@ -40,7 +40,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 endif
 MODEL ?= tiny
-export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
+export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET SCORE_ISOLATION
 # sensors of `make bench` (python -m loadgen.bench --help): CPU_SENSOR=auto|rapl|energibridge|estimate,
 # GPU_SENSOR=auto|nvml|nvidia-smi|dcgm=<URL>|none, WALL_METER=auto|none|<netio.json URL>, TDP_WATTS, IDLE_WATTS,
 # ENERGIBRIDGE_BIN; NETIO credentials only in the environment (NETIO_USER, NETIO_PASSWORD)

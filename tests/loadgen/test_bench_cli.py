@@ -17,7 +17,7 @@ from tests.loadgen.conftest import run_bench
     ([], {"REPS": "0"}, "REPS must be >= 1, got 0"),
     (["--reps", "two"], {}, "REPS must be an integer"),
     (["--warmup", "-1"], {}, "WARMUP (seconds) must be >= 0"),
-    (["--prompts", "/nonexistent/prompts.jsonl"], {}, "neither a named set (paper) nor a readable JSONL file"),
+    (["--prompts", "/nonexistent/prompts.jsonl"], {}, "neither a named set (paper, humaneval) nor a readable JSONL file"),
     (["--model", "no-such-model"], {}, "unknown model 'no-such-model'"),
     ([], {"RUNNER": "docker", "WATTSERVE_IMAGE": "wattserve-no-such-image"}, "the docker runner needs"),
     (["--runner", "kubernetes"], {}, "unknown runner 'kubernetes'"),
