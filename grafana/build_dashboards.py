@@ -158,6 +158,33 @@ def dashboard() -> dict:
             target('wattserve_model_info{config=~"$config", model=~"$model"}', "", instant=True)],
             description="wattserve_model_info of every scraped service: configuration, engine, provider, "
             "model, revision/content hash, precision, KV cache."),
+        # the bench on the stack (docs/live-view.md, loadgen/bench_exporter.py): which run and phase a watt
+        # belongs to; the phases also shade every time series (annotation "bench phase")
+        row(104, "Bench run (make bench RUNNER=docker with the stack up)", 54),
+        panel(17, "table", "Run and phase now", (0, 55, 12, 5), [
+            target("wattserve_bench_phase_info", "", instant=True)],
+            description="wattserve_bench_phase_info: 1 during the phase (prepare, load, idle_before, inference, "
+            "idle_after, stop) of the run the bench is on; empty between benches."),
+        panel(18, "bargauge", "Prompts of each run", (12, 55, 6, 5), [
+            target("wattserve_bench_prompts_done / on(bench_id, run_id) wattserve_bench_prompts_total",
+                   "{{run_id}}", instant=True)],
+            unit="percentunit", defaults={"min": 0, "max": 1},
+            options={"orientation": "horizontal", "displayMode": "gradient",
+                     "reduceOptions": {"calcs": ["lastNotNull"], "values": False}}),
+        panel(19, "stat", "ETA of the bench", (18, 55, 6, 5), [
+            target("wattserve_bench_eta_seconds", "ETA", instant=True)],
+            unit="s", description="The bench's own ETA (its progress line's): idle windows exactly, prompts "
+            "at the mean latency so far, runs left at the mean run length.",
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "values": False}, "colorMode": "none",
+                     "graphMode": "none"}),
+        panel(20, "table", "Energy and time per finished run (the run folder's)", (0, 60, 24, 8), [
+            target('last_over_time(wattserve_bench_run_energy_joules{model=~"$model"}[$__range])', "",
+                   instant=True),
+            target('last_over_time(wattserve_bench_run_time_seconds{model=~"$model"}[$__range])', "", ref="B",
+                   instant=True)],
+            description="Each finished run's inference-window energy by kind (global, cpu, gpu, wall) with its "
+            "provenance (measured | estimated: never compare the two) and its window length, as written in "
+            "its run folder, the record (make analyze reads the same)."),
     ]
     variables = [
         {"name": "config", "label": "configuration", "type": "query", "datasource": DS,
@@ -182,7 +209,10 @@ def dashboard() -> dict:
                        "estimated), progress through the prompt set, latency, CPU/RAM/GPU.",
         "tags": ["wattserve"], "timezone": "utc", "editable": False, "graphTooltip": 1,
         "refresh": "5s", "time": {"from": "now-15m", "to": "now"}, "schemaVersion": 39, "version": 1,
-        "templating": {"list": variables}, "annotations": {"list": []}, "links": [], "panels": panels,
+        "templating": {"list": variables}, "annotations": {"list": [
+            {"name": "bench phase", "datasource": DS, "enable": True, "iconColor": "rgba(255, 152, 48, 0.3)",
+             "expr": "wattserve_bench_phase_info", "step": "1s", "titleFormat": "{{phase}}",
+             "textFormat": "{{config}} {{model}} r{{rep}} ({{run_id}})", "tagKeys": "phase,config"}]}, "links": [], "panels": panels,
     }
 
 

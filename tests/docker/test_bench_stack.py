@@ -122,7 +122,27 @@ def test_the_documented_queries_answer(stack_run):
     assert got[m["run_id"]] == PROMPTS
 
 
-def test_down_leaves_no_container_not_even_a_killed_benchs(stack_run):
+def test_the_bench_panels_return_data_for_the_run(stack_run):
+    """Every dashboard panel on the bench's series answers for this run (during its inference, or after
+    it for the finished-run table), with the run's labels."""
+    from tests.docker.test_static import dashboard_queries, metric_names
+
+    s, m, _ = stack_run
+    mid = (m["phases"]["inference"]["start"] + m["phases"]["inference"]["end"]) / 2
+    checked = 0
+    for title, expr in dashboard_queries():
+        names = metric_names(expr)
+        if not names or not all(n.startswith("wattserve_bench_") for n in names):
+            continue
+        q = expr.replace("$__range", "1h").replace("$model", ".*")
+        rows = query(s, q, at=mid) or query(s, q)
+        assert rows, (title, q)
+        assert any(r["metric"].get("run_id") == m["run_id"] or "run_id" not in r["metric"] for r in rows), rows
+        checked += 1
+    assert checked >= 5
+
+
+def test_down_leaves_no_container_not_even_a_killed_benchs(stack_run):  # last: it takes the stack down
     s, m, env = stack_run
     # what a bench killed with SIGKILL leaves: its service container on the stack's network
     docker("run", "-d", "--name", "wattserve-test16-leftover", "--network", f"{PROJECT}_default",
@@ -132,3 +152,4 @@ def test_down_leaves_no_container_not_even_a_killed_benchs(stack_run):
     left += docker("ps", "-aq", "--filter", f"label=wattserve.stack.network={PROJECT}_default").stdout.split()
     assert not left, left
     assert docker("network", "inspect", f"{PROJECT}_default", check=False).returncode != 0
+

@@ -68,6 +68,9 @@ def contract_metrics() -> set[str]:
             names.add("wattserve_energy_joules_total")
         if "power_family(" in src:
             names.add("wattserve_power_watts")
+    # the bench's own exporter (on the live stack)
+    src = (ROOT / "loadgen" / "bench_exporter.py").read_text()
+    names |= {f"wattserve_bench_{n}" for n in re.findall(r'Gauge\(f"\{ns\}_([a-z0-9_]+)"', src)}
     return names | DCGM
 
 
