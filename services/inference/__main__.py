@@ -12,10 +12,12 @@ import logging
 import os
 import socket
 import sys
+from pathlib import Path
 
 from services.inference.configs import CONFIGS, UNSUPPORTED, ConfigError, ServingConfig, require_cuda
 from services.inference.engines import EngineSettings
 from services.inference.schemas import DEFAULT_MAX_BODY_BYTES
+from services.inference.service import PAPER_PROMPTS
 from services.models.cache import cache_root
 from services.models.resolve import ModelError, resolve
 
@@ -45,8 +47,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=int(env("THREADS", default_threads())),
                    help="CPU threads for every engine (default: all cores) [WATTSERVE_THREADS]")
     p.add_argument("--precision", default=env("PRECISION", "fp32"), help="inference precision (fp32) [WATTSERVE_PRECISION]")
-    p.add_argument("--warmup", type=int, default=int(env("WARMUP_REQUESTS", 2)),
-                   help="warm-up generations before /ready says 200 [WATTSERVE_WARMUP_REQUESTS]")
+    p.add_argument("--warmup", type=int, default=int(env("WARMUP_REQUESTS", 3)),
+                   help="minimum warm-up passes before /ready says 200: each pass runs one short generation per "
+                        "distinct prompt length of --warmup-prompts on the serving thread; passes go on (at most 8) "
+                        "until one is no faster than the last; 0: none. Default 3: TorchScript compiles in two passes in a row "
+                        "(a profiled run, then the optimized graph) [WATTSERVE_WARMUP_REQUESTS]")
+    p.add_argument("--warmup-prompts", type=Path, default=Path(env("WARMUP_PROMPTS", str(PAPER_PROMPTS))),
+                   help="JSONL workload whose prompt lengths warm-up covers (default: the paper prompts) "
+                        "[WATTSERVE_WARMUP_PROMPTS]")
     p.add_argument("--trust-remote-code", action="store_true",
                    default=env("TRUST_REMOTE_CODE", "0").lower() in ("1", "true", "yes"),
                    help="allow a model's own Python code to run (off by default) [WATTSERVE_TRUST_REMOTE_CODE]")
@@ -88,6 +96,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = ServingConfig.parse(args.config)
+        if args.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
         if args.max_body_bytes < 1:
             raise ValueError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
         sock = listen(args.host, args.port)  # before anything slow: CUDA probe, model hash, load
@@ -112,7 +122,8 @@ def main(argv=None) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(InferenceService(config, model, settings, warmup=args.warmup), on_load_failure,
+    app = create_app(InferenceService(config, model, settings, warmup=args.warmup,
+                                            warmup_prompts=args.warmup_prompts), on_load_failure,
                      max_body_bytes=args.max_body_bytes)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            access_log=False))

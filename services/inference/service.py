@@ -7,10 +7,13 @@ engine's state can mix two requests' outputs.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.inference.configs import ServingConfig
 from services.inference.engines import Engine, EngineSettings, engine_class
@@ -21,6 +24,35 @@ from services.models.resolve import ModelSpec, context_length, materialize
 log = logging.getLogger("wattserve.inference")
 
 WARMUP_PROMPT = "def add(a, b):\n    return"
+#: the workload whose prompt lengths warm-up covers unless told otherwise (the study's prompts)
+PAPER_PROMPTS = Path(__file__).resolve().parents[2] / "loadgen" / "prompts" / "paper-prompts.jsonl"
+WARMUP_NEW_TOKENS = 8   # short generations: prefill of each length plus a few decode steps
+WARMUP_MAX_PASSES = 8   # at most this many passes over every shape
+WARMUP_SETTLED = 0.9    # a pass whose time is above 90 % of the previous one's shows no more compilation,
+WARMUP_NOISE_S = 0.005  # and so does one less than 5 ms faster (timer and scheduling noise, not a compile)
+
+
+def warmup_shapes(tokenize, prompts_file: Path | None) -> list[list[int]]:
+    """One prompt (token ids) per distinct prompt length of the workload, shortest first. TorchScript's
+    profiling executor specializes per input shape, ORT and cuBLAS pick kernels per shape: every length
+    the workload sends is run before /ready, so none compiles inside the measured window. Without a
+    readable prompt file: the single built-in warm-up prompt."""
+    by_length: dict[int, list[int]] = {}
+    try:
+        lines = prompts_file.read_text(encoding="utf-8").splitlines() if prompts_file else []
+    except OSError as exc:
+        log.warning("warm-up prompts %s unreadable (%s); warming one prompt length only", prompts_file, exc)
+        lines = []
+    for line in lines:
+        if line.strip():
+            record = json.loads(line)
+            ids = tokenize(record.get("new_prompt") or record.get("prompt") or "")
+            if ids:
+                by_length.setdefault(len(ids), ids)
+    if not by_length:
+        ids = tokenize(WARMUP_PROMPT)
+        by_length[len(ids)] = ids
+    return [by_length[n] for n in sorted(by_length)]
 
 
 class InvalidRequest(ValueError):
@@ -72,11 +104,17 @@ def cuda_device_uuids() -> list[str]:
 
 
 class InferenceService:
-    def __init__(self, config: ServingConfig, model: ModelSpec, settings: EngineSettings, warmup: int = 2):
+    def __init__(self, config: ServingConfig, model: ModelSpec, settings: EngineSettings, warmup: int = 3,
+                 warmup_prompts: Path | None = PAPER_PROMPTS):
         self.config = config
         self.model = model
         self.settings = settings
         self.warmup = warmup
+        self.warmup_prompts = warmup_prompts
+        self.warmup_record: dict | None = None
+        # every generation — warm-up and requests — runs on this one thread: per-thread state (cuBLAS
+        # handles, ORT's per-thread contexts, TorchScript's profiled graphs) is made once, before /ready
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wattserve-generate")
         self.state = "starting"  # starting → loading → ready | failed
         self.error: str | None = None
         self.load_seconds: float | None = None
@@ -107,9 +145,7 @@ class InferenceService:
             t_load = time.time()
             self.engine.load()
             self.load_seconds = time.time() - t_load
-            ids = self.tokenizer(WARMUP_PROMPT)["input_ids"]
-            for _ in range(self.warmup):
-                self.engine.generate(ids, 8, 8)
+            self.warm_up(warmup_shapes(lambda text: self.tokenizer(text)["input_ids"], self.warmup_prompts))
         except Exception as exc:
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             if "trust_remote_code" in str(exc) and not self.model.trust_remote_code:
@@ -120,6 +156,36 @@ class InferenceService:
         self.state = "ready"
         log.info("%s ready with %s in %.1fs (engine load %.1fs)", self.model.name, self.config.name,
                  time.time() - t0, self.load_seconds)
+
+    def warm_up(self, shapes: list[list[int]]) -> dict:
+        """Run every shape on the serving thread, pass after pass, until a pass is no faster than
+        WARMUP_SETTLED of the one before (no more compilation), at least ``warmup`` passes and at most
+        WARMUP_MAX_PASSES. Recorded in /info (run.json ``service.warmup``); it ends before /ready, so
+        outside every measured window."""
+        t0 = time.time()
+        passes: list[float] = []
+        while self.warmup > 0 and len(passes) < max(WARMUP_MAX_PASSES, self.warmup):
+            start = time.perf_counter()
+            for ids in shapes:
+                self.executor.submit(self.engine.generate, ids, WARMUP_NEW_TOKENS, WARMUP_NEW_TOKENS).result()
+            passes.append(time.perf_counter() - start)
+            settled = self._settled(passes)
+            if len(passes) >= self.warmup and settled:
+                break
+        self.warmup_record = {
+            "seconds": time.time() - t0, "passes": len(passes), "pass_seconds": passes,
+            "settled": self._settled(passes),
+            "prompt_lengths": [len(ids) for ids in shapes], "new_tokens": WARMUP_NEW_TOKENS,
+            "min_passes": self.warmup, "prompts": str(self.warmup_prompts) if self.warmup_prompts else None,
+        }
+        log.info("warm-up: %d pass(es) over %d prompt lengths in %.1fs (%s)", len(passes), len(shapes),
+                 self.warmup_record["seconds"], ", ".join(f"{p:.2f}s" for p in passes))
+        return self.warmup_record
+
+    @staticmethod
+    def _settled(passes: list[float]) -> bool:
+        return len(passes) >= 2 and (passes[-1] > WARMUP_SETTLED * passes[-2]
+                                     or passes[-2] - passes[-1] < WARMUP_NOISE_S)
 
     @property
     def ready(self) -> bool:
@@ -169,11 +235,15 @@ class InferenceService:
             raise InvalidRequest("prompt tokenizes to no tokens", "prompt")
         new = self.limits(len(ids), max_new_tokens, max_length)
         watcher = GenerationWatcher(self.tokenizer, stop)
-        with self._lock:
+
+        def run() -> tuple[float, list[int], float]:
             started = time.time()
             out = self.engine.generate(ids, new, new if ignore_eos else 0, streamer=watcher,
                                        should_stop=watcher.should_stop if watcher.stops else None)
-            finished = time.time()
+            return started, out, time.time()
+
+        with self._lock:
+            started, out, finished = self.executor.submit(run).result()
         if watcher.stopped:
             reason = "stop"
         elif out and out[-1] in self.eos_ids and not ignore_eos:
@@ -223,6 +293,7 @@ class InferenceService:
             "threads": self.settings.threads,
             "context_length": getattr(self, "context", None),
             "load_seconds": self.load_seconds,
+            "warmup": self.warmup_record,
             "engine_details": engine,
             "versions": {"python": platform.python_version(), **engine.get("versions", {})},
         }
