@@ -41,7 +41,7 @@ from loadgen.hostinfo import host_info, software_versions
 from loadgen.marks import Edges, MarkServer
 from loadgen.overhead import harness_energy, harness_overhead
 from loadgen.overhead import snapshot as cpu_snapshot
-from loadgen.prompts import PromptSet
+from loadgen.prompts import PromptSet, sha256_file
 from loadgen.replay import LocustReplay
 from loadgen.runfolder import SCHEMA, RunFolder
 from loadgen.runners import (ROOT, NativeService, RunnerError, child_env, die_with_parent, log_tail, prepare_command,
@@ -312,7 +312,7 @@ def run_flags(sensors: list[dict], energy: dict, sampled: bool) -> list[str]:
     return flags
 
 
-def _fit_humaneval(plan: RunPlan, manifest: dict) -> RunPlan:
+def _fit_humaneval(plan: RunPlan, manifest: dict, run_dir: Path) -> RunPlan:
     """The plan with only the HumanEval prompts that fit the model's context; run.json's workload
     entry records the others (skipped, counted, never truncated)."""
     from services.models.resolve import resolve
@@ -322,6 +322,11 @@ def _fit_humaneval(plan: RunPlan, manifest: dict) -> RunPlan:
         raise ValueError("the humaneval workload needs max_new_tokens (a limit on new tokens, not max_length)")
     spec = resolve(plan.model, revision=plan.revision, trust_remote_code=plan.trust_remote_code)
     fitted, entry = humaneval.fit_prompts(plan.prompts, spec.load_source, max_new)
+    # Locust reads its prompts from a file: the replayed ones go to the run folder, with their own hash
+    path = run_dir / "prompts-replayed.jsonl"
+    path.write_text("".join(json.dumps({"task_id": p.task_id, "new_prompt": p.text}) + "\n" for p in fitted.items))
+    fitted = dataclasses.replace(fitted, path=path, sha256=sha256_file(path))
+    entry["replayed_sha256"] = fitted.sha256
     manifest["workload"] = entry
     return dataclasses.replace(plan, prompts=fitted)
 
@@ -402,7 +407,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
             manifest["prepare"] = {"start": t0, "end": time.time(), "artifact": prepared["artifact"]}
             manifest["model"] = {**manifest["model"], **prepared["model"]}
         if plan.prompts.name == humaneval.NAME:   # skip (and count) the prompts that do not fit
-            plan = _fit_humaneval(plan, manifest)
+            plan = _fit_humaneval(plan, manifest, folder.path)
 
         sampler.start(folder.path)
         sampling = True
