@@ -21,7 +21,9 @@ from tests.docker.test_stack import Stack, compose, stack_env
 
 pytestmark = pytest.mark.slow
 PROJECT = "wattserve-test-bench16"
-PROMPTS = 12
+# Enough prompts for an inference window of many 1 s Prometheus scrapes: with 12 prompts an
+# uncontended tiny run lasted ~2 s, and a 1 s sampling of a 2 s window is off by ~3 % by itself.
+PROMPTS = 60
 
 
 @pytest.fixture(scope="module")
