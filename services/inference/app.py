@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.message
 import json
+import logging
 import threading
 import time
 import uuid
@@ -31,16 +32,24 @@ from services.inference.schemas import (
     CompletionRequest,
     CompletionResponse,
     CompletionUsage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatReply,
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
     HealthResponse,
+    ModelCard,
+    ModelList,
     ReadyResponse,
     stop_list,
 )
 from services.inference.service import InferenceService, InvalidRequest
 
-GENERATION_ENDPOINTS = ("/v1/generate", "/v1/completions")
+log = logging.getLogger("wattserve.inference")
+
+GENERATION_ENDPOINTS = ("/v1/generate", "/v1/completions", "/v1/chat/completions")
 
 
 def is_json(content_type: str | None) -> bool:
@@ -106,7 +115,8 @@ class RequestGuard:
 
 
 def error_responses(*statuses: int) -> dict:
-    what = {404: "the request names a model this service does not serve",
+    what = {400: "the model's tokenizer has no chat template: use /v1/completions",
+            404: "the request names a model this service does not serve",
             413: "the request body is larger than --max-body-bytes",
             415: "the request body is not JSON",
             500: "the engine failed while generating",
@@ -117,6 +127,7 @@ def error_responses(*statuses: int) -> dict:
 def create_app(service: InferenceService, on_load_failure: Callable[[], None] | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     metrics = ServiceMetrics()
+    started = time.time()
 
     def load() -> None:
         try:
@@ -214,6 +225,12 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
         metrics.generated_tokens.inc(gen.completion_tokens)
         return gen
 
+    def check_model(endpoint: str, model: str | None) -> None:
+        if model not in (None, service.model.name, service.model.source):
+            metrics.requests.labels(endpoint, "404").inc()
+            raise HTTPException(404, f"model {model!r} is not served here; this service serves "
+                                     f"{service.model.name!r}")
+
     @app.post("/v1/generate", response_model=GenerateResponse, responses=error_responses(413, 415, 500, 503))
     def generate(req: GenerateRequest) -> GenerateResponse:
         gen = run("/v1/generate", req.prompt, max_new_tokens=req.max_new_tokens,
@@ -230,18 +247,44 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
     @app.post("/v1/completions", response_model=CompletionResponse,
               responses=error_responses(404, 413, 415, 500, 503))
     def completions(req: CompletionRequest) -> CompletionResponse:
-        if req.model not in (None, service.model.name, service.model.source):
-            metrics.requests.labels("/v1/completions", "404").inc()
-            raise HTTPException(404, f"model {req.model!r} is not served here; this service serves "
-                                     f"{service.model.name!r}")
+        check_model("/v1/completions", req.model)
+        if req.seed is not None:
+            log.info("/v1/completions seed=%d (greedy decoding: the seed changes nothing)", req.seed)
         gen = run("/v1/completions", req.prompt, rename={"max_new_tokens": "max_tokens"},
-                  max_new_tokens=req.max_tokens, stop=stop_list(req.stop))
+                  max_new_tokens=req.max_tokens, stop=stop_list(req.stop), ignore_eos=req.ignore_eos)
         return CompletionResponse(
             id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=service.model.name,
             choices=[CompletionChoice(text=gen.text, finish_reason=gen.openai_finish_reason)],
             usage=CompletionUsage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                                   total_tokens=gen.prompt_tokens + gen.completion_tokens),
         )
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
+              responses=error_responses(400, 404, 413, 415, 500, 503))
+    def chat_completions(req: ChatCompletionRequest) -> ChatCompletionResponse:
+        check_model("/v1/chat/completions", req.model)
+        if not service.ready:
+            run("/v1/chat/completions", "")  # the 503, counted
+        template = getattr(service.tokenizer, "chat_template", None)
+        if not template:
+            metrics.requests.labels("/v1/chat/completions", "400").inc()
+            raise HTTPException(400, f"{service.model.name}'s tokenizer has no chat template, so chat messages "
+                                     "cannot be turned into a prompt; use /v1/completions with a prompt")
+        prompt = service.tokenizer.apply_chat_template([m.model_dump() for m in req.messages], tokenize=False,
+                                                       add_generation_prompt=True)
+        gen = run("/v1/chat/completions", prompt, rename={"max_new_tokens": "max_tokens", "prompt": "messages"},
+                  max_new_tokens=req.max_tokens, stop=stop_list(req.stop), ignore_eos=req.ignore_eos)
+        return ChatCompletionResponse(
+            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=service.model.name,
+            choices=[ChatChoice(message=ChatReply(content=gen.text), finish_reason=gen.openai_finish_reason)],
+            usage=CompletionUsage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                                  total_tokens=gen.prompt_tokens + gen.completion_tokens),
+        )
+
+    @app.get("/v1/models", response_model=ModelList)
+    def models() -> ModelList:
+        """The one model this service serves, as OpenAI's model list (``client.models.list()``)."""
+        return ModelList(data=[ModelCard(id=service.model.name, created=int(started), owned_by="wattserve")])
 
     @app.get("/health", response_model=HealthResponse)
     def health() -> dict:

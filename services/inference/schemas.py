@@ -57,10 +57,19 @@ class GenerateResponse(BaseModel):
     model: str
 
 
+UNSUPPORTED = {  # OpenAI fields this service refuses unless they ask for the default: never silently ignored
+    "echo": (False, "the completion never repeats the prompt"),
+    "logprobs": (None, "log-probabilities are not returned"),
+    "best_of": (1, "one greedy completion is generated"),
+    "suffix": (None, "insertion (a suffix after the completion) is not served"),
+}
+
+
 class CompletionRequest(BaseModel):
     """The OpenAI ``/v1/completions`` subset this service honours: greedy, one prompt, no stream.
 
-    Other OpenAI fields are accepted and ignored so standard clients work.
+    The OpenAI fields it cannot honour (``echo``, ``logprobs``, ``best_of`` > 1, ``suffix``, ``n`` > 1,
+    a temperature above 0) are refused by name; other unknown fields are ignored so standard clients work.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -69,9 +78,16 @@ class CompletionRequest(BaseModel):
     model: StrictStr | None = None
     max_tokens: StrictInt = Field(default=16, ge=1)
     temperature: StrictFloat = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
-    n: Literal[1] = 1
+    n: Literal[1] = Field(default=1, description="one completion per request")
     stream: Literal[False] = False
     stop: Stop = STOP_FIELD
+    ignore_eos: StrictBool = Field(default=False, description="keep generating past end-of-sequence (vLLM's field)")
+    seed: StrictInt | None = Field(default=None, description="accepted and logged; decoding is greedy, so every "
+                                   "seed gives the same text")
+    echo: Literal[False] = Field(default=False, description="not supported: only false")
+    logprobs: None = Field(default=None, description="not supported: only null")
+    best_of: Literal[1] | None = Field(default=None, description="not supported: only 1 or null")
+    suffix: None = Field(default=None, description="not supported: only null")
 
     @field_validator("n", "stream", mode="before")
     @classmethod
@@ -81,7 +97,18 @@ class CompletionRequest(BaseModel):
         expected = int if info.field_name == "n" else bool
         if type(value) is not expected:
             raise ValueError(f"{info.field_name} must be {'the integer 1' if expected is int else 'false'}, "
-                             f"got {value!r}")
+                             f"got {value!r}" + ("; this service generates one completion per request"
+                                                  if info.field_name == "n" else ""))
+        return value
+
+    @field_validator(*UNSUPPORTED, mode="before")
+    @classmethod
+    def refuse_unsupported(cls, value, info: ValidationInfo):
+        default, why = UNSUPPORTED[info.field_name]
+        allowed = (default, None) if info.field_name == "best_of" else (default,)
+        if not any(value is a or (type(value) is type(a) and value == a) for a in allowed):
+            raise ValueError(f"{info.field_name}={value!r} is not supported by this service ({why}); "
+                             f"leave it out or send {default!r}")
         return value
 
 
@@ -122,3 +149,63 @@ class ReadyResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["alive"]
     state: Literal["starting", "loading", "ready", "failed"]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI ``/v1/chat/completions``, served only where the model's tokenizer has a chat template; the
+    same greedy subset as ``/v1/completions`` (unknown fields ignored, unsupported ones refused there)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    model: StrictStr | None = None
+    max_tokens: StrictInt = Field(default=16, ge=1)
+    temperature: StrictFloat = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
+    n: Literal[1] = Field(default=1, description="one completion per request")
+    stream: Literal[False] = False
+    stop: Stop = STOP_FIELD
+    ignore_eos: StrictBool = False
+    seed: StrictInt | None = None
+    logprobs: Literal[False] | None = Field(default=None, description="not supported: only false or null")
+
+    @field_validator("n", "stream", mode="before")
+    @classmethod
+    def exact_type(cls, value, info: ValidationInfo):
+        return CompletionRequest.exact_type(value, info)
+
+
+class ChatReply(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ChatReply
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: CompletionUsage

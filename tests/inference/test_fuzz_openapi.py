@@ -28,7 +28,8 @@ EXAMPLES = int(os.environ.get("WATTSERVE_FUZZ_EXAMPLES", "100"))
 SEED = int(os.environ.get("WATTSERVE_FUZZ_SEED", "1"))
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance", "negative_data_rejection")
-OPERATIONS = {"POST /v1/generate", "POST /v1/completions", "GET /health", "GET /ready", "GET /info", "GET /metrics"}
+OPERATIONS = {"POST /v1/generate", "POST /v1/completions", "POST /v1/chat/completions", "GET /v1/models",
+              "GET /health", "GET /ready", "GET /info", "GET /metrics"}
 
 
 def test_every_operation_survives_schemathesis(start_server, tmp_path):
