@@ -93,5 +93,8 @@ def test_test_only_dependencies_stay_out_of_the_image_set():
     assert not set(dev) & set(pins(ROOT / "requirements.txt")), "a test-only dependency is in requirements.txt"
     assert all(dev_constraints.get(n) == v for n, v in dev.items()), (dev, dev_constraints)
     assert not set(dev_constraints) & set(image), "constraints-dev.txt must only add to constraints.txt"
-    stamp_rule = re.search(r"(?ms)^\$\(STAMP\):.*?(?=^\S|\Z)", (ROOT / "Makefile").read_text()).group(0)
-    assert "requirements-dev.txt" in stamp_rule and "constraints-dev.txt" in stamp_rule
+    makefile = (ROOT / "Makefile").read_text()
+    for target in (".venv/.installed", "$(CUDA_VENV)/.installed"):   # the CPU and the CUDA environment
+        rule = re.search(rf"(?ms)^{re.escape(target)}:.*?(?=^\S|\Z)", makefile)
+        assert rule, f"the Makefile has no rule for {target}"
+        assert "requirements-dev.txt" in rule.group(0) and "constraints-dev.txt" in rule.group(0), target
