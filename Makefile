@@ -106,7 +106,8 @@ analyze: $(STAMP)
 	  $(if $(filter command line,$(origin STUDY)),--study "$(STUDY)") \
 	  $(if $(filter command line,$(origin MODEL)),--model "$(MODEL)") \
 	  $(if $(filter command line,$(origin CONFIG)),--config "$(CONFIG)") \
-	  $(if $(filter command line,$(origin RUNS)),--runs "$(RUNS)")
+	  $(if $(filter command line,$(origin RUNS)),--runs "$(RUNS)") \
+	  $(if $(HARDWARE),--hardware "$(HARDWARE)")
 
 benchmark-analysis: $(STAMP)
 	$(PY) benchmarks/analysis_scale.py

@@ -86,7 +86,7 @@ ENERGY_DOMAINS = ("cpu", "gpu", "wall", "dram")
 
 # Columns of runs.csv, in order. Empty cell = not measured.
 RUN_COLUMNS = (
-    ["model", "size_category", "config", "rep", "study", "workload"]
+    ["model", "size_category", "config", "rep", "study", "workload", "host_fingerprint"]
     + list(DEPENDENT_VARIABLES)
     + ["run_id", "engine", "provider", "requests", "requests_ok", "prompt_tokens", "completion_tokens",
        "latency_median_s", "ttft_median_s", "tokens_per_s", "energy_per_request_j", "energy_per_token_j", "energy_dram_j",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import hardware as H
 from analysis import provenance as P
 from analysis import selection as S
 from analysis import tables as T
@@ -56,6 +57,11 @@ and list what exists):
   --model NAMES    registry names, aliases or Hugging Face ids (runs.csv model)
   --config NAMES   <engine>-<provider> (runs.csv config)
   --runs IDS       run ids (runs.csv run_id; a run folder's name)
+  --hardware FPS   hardware fingerprints (runs.csv host_fingerprint, run.json host.fingerprint)
+
+hardware: runs measured on different hardware (host fingerprints) are never compared as one sample.
+When the runs taken come from several, runs.csv and hardware.csv list them all, report.md says why
+the combined comparison is refused, and each fingerprint has its own analysis in hardware-<fp>/.
 
 examples:
   python -m analysis --results results
@@ -80,6 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model", metavar="NAMES", help="only runs of these models (comma list)")
     ap.add_argument("--config", metavar="NAMES", help="only runs of these configurations (comma list)")
     ap.add_argument("--runs", metavar="IDS", help="only these run ids (comma list)")
+    ap.add_argument("--hardware", metavar="FPS",
+                    help="only runs measured on these hardware fingerprints (runs.csv host_fingerprint; comma list)")
     ap.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     ap.add_argument("--jobs", type=int, default=None,
                     help="processes for reading run folders and for the tests (default: number of CPUs)")
@@ -90,7 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("give --results DIR (run folders) and/or --table CSV")
     if args.results is not None and not args.results.is_dir():
         ap.error(f"--results {args.results}: not a folder")
-    for opt in ("study", "model", "config", "runs"):
+    for opt in ("study", "model", "config", "runs", "hardware"):
         if getattr(args, opt) is not None and not S.parse_list(getattr(args, opt)):
             ap.error(f"--{opt}: give at least one name (a comma list)")
     if not 0 < args.alpha < 1:
@@ -148,12 +156,59 @@ def main(argv=None) -> int:
     runs = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (
         frames[0] if frames else pd.DataFrame(columns=list(RUN_COLUMNS)))
     sel = S.Selection(study=S.parse_list(args.study), model=S.parse_list(args.model),
-                      config=S.parse_list(args.config), run_id=S.parse_list(args.runs))
+                      config=S.parse_list(args.config), run_id=S.parse_list(args.runs),
+                      host_fingerprint=S.parse_list(args.hardware))
     try:
         runs, left_out, counts = S.apply(runs, left_out, sel)
     except S.SelectionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if len(H.fingerprints(runs)) > 1:
+        return _per_hardware(args, runs, left_out, notes, folders, sources, sel, counts, t_start)
+    return _analyse(args, out, runs, left_out, notes, folders, sources, sel, counts, t_start, timings, stage)
+
+
+def _per_hardware(args, runs, left_out, notes, folders, sources, sel, counts, t_start) -> int:
+    """Runs from several hardware fingerprints: the combined comparison is refused (analysis/hardware.py);
+    runs.csv and hardware.csv list them all, and each fingerprint gets its own analysis."""
+    import copy
+
+    out: Path = args.out
+    table = H.describe(runs, _manifests(folders))
+    written = [_csv(P.mark_negative(runs.copy()), out / "runs.csv"), _csv(table, out / "hardware.csv")]
+    (out / "report.md").write_text(H.refusal_text(table))
+    written.append(out / "report.md")
+    unknown = int(runs[H.COLUMN].isna().sum()) if H.COLUMN in runs else 0
+    print(f"runs from {len(table) - (1 if unknown else 0)} hardware fingerprints: not compared with each other; "
+          f"one analysis per fingerprint" + (f" ({unknown} run(s) without a fingerprint left out)" if unknown else ""))
+    status = 0
+    for fp, (sub_runs, sub_lo) in H.split_by_fingerprint(runs, left_out).items():
+        sub_out = out / f"hardware-{fp}"
+        sub_out.mkdir(parents=True, exist_ok=True)
+        sub_args = copy.copy(args)
+        sub_args.out = sub_out
+        sub_sel = copy.copy(sel)
+        sub_sel.host_fingerprint = [fp]
+        print(f"\n== hardware {fp} -> {sub_out}")
+        taken = set(sub_runs["run_id"].astype(str))
+        laps = [time.monotonic()]
+        timings: dict[str, float] = {}
+
+        def stage(name: str) -> None:
+            now = time.monotonic()
+            timings[name] = now - laps[0]
+            laps[0] = now
+
+        status = max(status, _analyse(sub_args, sub_out, sub_runs, sub_lo, copy.deepcopy(notes),
+                                      {r: f for r, f in folders.items() if r in taken}, sources, sub_sel,
+                                      counts, t_start, timings, stage))
+    print("\nwrote (the combined comparison refused: several hardware fingerprints):")
+    for p in written:
+        print(f"  {p}")
+    return status
+
+
+def _analyse(args, out: Path, runs, left_out, notes, folders, sources, sel, counts, t_start, timings, stage) -> int:
     took = S.took_line(runs, left_out, counts)
     print(took + (f" [{sel.describe()}]" if sel.active() else ""))
     if not len(runs):

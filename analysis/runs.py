@@ -24,6 +24,7 @@ import pandas as pd
 
 from loadgen.runfolder import read_series
 from analysis.catalog import RUN_COLUMNS, canonical_model, config_sort_key, model_sort_key, size_category_for
+from analysis.hardware import of_manifest as hardware_of
 from analysis.progress import progress
 from analysis.quantities import (agreement, pass_at_1, per_solved, per_unit, reference_config, request_span,
                                  tokens_per_s)
@@ -216,6 +217,7 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
         "provider": manifest.get("provider") or provider,
         "study": (manifest.get("study") or {}).get("name"),
         "workload": (manifest.get("workload") or {}).get("name") or (manifest.get("prompts") or {}).get("name"),
+        "host_fingerprint": hardware_of(manifest),
         "flags": [f"sensor_unavailable:{x.get('name')}" for x in manifest.get("sensors") or []
                   if isinstance(x, dict) and not x.get("available")],
     }

@@ -1,4 +1,4 @@
-"""Which runs an analysis takes: ``--study``, ``--model``, ``--config``, ``--runs`` (comma lists), applied
+"""Which runs an analysis takes: ``--study``, ``--model``, ``--config``, ``--runs``, ``--hardware`` (comma lists), applied
 after the run folders (and any --table) are read, to complete runs and to the incomplete run folders
 that are listed as left out alike.
 
@@ -16,9 +16,11 @@ import pandas as pd
 
 from analysis.catalog import canonical_model, config_sort_key, model_sort_key
 
-FIELDS = ("study", "model", "config", "run_id")
-OPTION = {"study": "--study", "model": "--model", "config": "--config", "run_id": "--runs"}
-PLURAL = {"study": "studies", "model": "models", "config": "configs", "run_id": "runs"}
+FIELDS = ("study", "model", "config", "run_id", "host_fingerprint")
+OPTION = {"study": "--study", "model": "--model", "config": "--config", "run_id": "--runs",
+          "host_fingerprint": "--hardware"}
+PLURAL = {"study": "studies", "model": "models", "config": "configs", "run_id": "runs",
+          "host_fingerprint": "hardware fingerprints"}
 
 
 class SelectionError(ValueError):
@@ -38,6 +40,7 @@ class Selection:
     model: list[str] | None = None
     config: list[str] | None = None
     run_id: list[str] | None = None
+    host_fingerprint: list[str] | None = None
 
     def __post_init__(self):
         if self.model:
@@ -60,7 +63,8 @@ def _sorted(field: str, values) -> list[str]:
 def left_out_fields(lo) -> dict:
     """What an incomplete run folder's run.json says about it (fields it does not say are None);
     ``readable`` False when there is no readable run.json (nothing but the folder name is known)."""
-    out = {"study": None, "model": None, "config": None, "run_id": lo.run_id, "readable": False}
+    out = {"study": None, "model": None, "config": None, "run_id": lo.run_id, "host_fingerprint": None,
+           "readable": False}
     try:
         m = json.loads((Path(lo.path) / "run.json").read_text())
     except (OSError, ValueError, TypeError):
@@ -74,6 +78,9 @@ def left_out_fields(lo) -> dict:
         out["model"] = canonical_model(model.get("name") or model.get("source"))
     if m.get("config"):
         out["config"] = str(m["config"]).lower()
+    from analysis.hardware import of_manifest
+
+    out["host_fingerprint"] = of_manifest(m)
     return out
 
 

@@ -6,6 +6,8 @@ them costs the measured process nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import shutil
@@ -90,7 +92,31 @@ def gpus() -> list[dict]:
     return parse_gpu_rows(out.stdout)
 
 
+FINGERPRINT_SCHEMA = 1
+
+
+def fingerprint(host: dict) -> dict:
+    """The hardware a run was measured on, as a blocking factor: CPU model and count, architecture,
+    memory (whole GiB: the kernel's reserve moves the byte count between boots), each GPU's model, UUID,
+    memory and driver. ``sha256`` is a stable digest of ``parts`` (the host name is left out: a renamed
+    node is the same hardware; a swapped GPU is not). Runs whose digests differ were not measured on
+    the same hardware and are not compared as if they were (analysis/hardware.py)."""
+    ram = host.get("ram_bytes")
+    parts = {"schema": FINGERPRINT_SCHEMA, "machine": host.get("machine"), "cpu_model": host.get("cpu_model"),
+             "cpu_count": host.get("cpu_count"), "ram_gib": round(ram / 2**30) if isinstance(ram, int) else None,
+             "gpus": [{k: g.get(k) for k in ("name", "uuid", "memory_bytes", "driver")}
+                      for g in sorted(host.get("gpus") or [], key=lambda g: str(g.get("uuid") or g.get("index")))]}
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return {"sha256": digest, "short": digest[:12], "parts": parts}
+
+
 def host_info() -> dict:
+    info = _host()
+    info["fingerprint"] = fingerprint(info)
+    return info
+
+
+def _host() -> dict:
     import psutil
 
     return {
