@@ -3,9 +3,16 @@
 - **Generation limit** — ``max_new_tokens`` (default 192), and a prompt is replayed only when prompt
   tokens + that limit fit the model's context; the others are skipped *before* the run and counted in
   run.json (``workload.skipped``), never truncated. A skipped problem counts as not solved.
-- **Stop sequences** — the usual HumanEval ones. The service has no stop support yet, so they are
-  applied *post hoc*: the model generates up to the limit (its energy includes those tokens) and each
-  completion is cut at the first stop sequence before scoring. run.json says so.
+- **Stop sequences** — the usual HumanEval five. The service takes at most four per request
+  (services/inference/watcher.py ``MAX_STOP_SEQUENCES``, as OpenAI's API), so four are *sent*
+  (``SENT_STOPS``: generation ends at the token that completes one of them, no token or joule is spent
+  past it) and the fifth, ``\nclass``, is cut *post hoc*: a completion that reaches it goes on to the
+  next sent stop or the limit, and is cut there before scoring. ``\nclass`` is the one left out because
+  it is the rarest to end a HumanEval completion (a function body is followed by another ``def``, a
+  ``# comment``, an ``if __name__`` or a ``print`` far more often than by a class). The post-hoc cut over
+  all five stays as a safety net: the scored text is the same as if all five had been sent, and
+  run.json ``scoring.stop`` counts the completions each kind of cut applied to (a *sent* stop still in a
+  completion means the service missed it, and is flagged).
 - **Scoring** — after the run (sensors stopped, idle-after over): outside every measured window, its CPU
   charged to nothing. Each completion runs in a sandbox (scoring/), never in this process.
 """
@@ -21,9 +28,12 @@ from loadgen.prompts import PromptSet
 
 NAME = "humaneval"
 STOP_SEQUENCES = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
+SENT_STOPS = ("\ndef", "\nif", "\nprint", "\n#")  # the service's limit is 4 a request; see the docstring
+POST_HOC_STOPS = tuple(s for s in STOP_SEQUENCES if s not in SENT_STOPS)
 DEFAULT_MAX_NEW_TOKENS = 192
-STOP_APPLIED = ("post hoc: the service has no stop sequences yet; it generated to the limit (the energy "
-                "includes those tokens) and each completion was cut at the first stop sequence before scoring")
+STOP_APPLIED = ("sent: generation stops at the token completing one of stop_sent (the service's limit is 4 "
+                "a request); post hoc: each completion is also cut at the first of stop_sequences before "
+                "scoring (stop_post_hoc, and a safety net for the sent ones; scoring.stop counts each cut)")
 
 
 def cut_at_stop(text: str, stops: Sequence[str] = STOP_SEQUENCES) -> str:
@@ -61,18 +71,42 @@ def fit_prompts(prompts: PromptSet, model_dir: Path, max_new_tokens: int) -> tup
              "skipped": skipped, "context_tokens": context, "max_new_tokens": max_new_tokens,
              "skip_rule": "prompt tokens + max_new_tokens > context: skipped before the run, counted "
                           "as not solved, never truncated",
-             "stop_sequences": list(STOP_SEQUENCES), "stop_applied": STOP_APPLIED}
+             "stop_sequences": list(STOP_SEQUENCES), "stop_sent": list(SENT_STOPS),
+             "stop_post_hoc": list(POST_HOC_STOPS), "stop_applied": STOP_APPLIED}
     return fitted, entry
 
 
-def score_rows(rows: Sequence[Mapping], problems: Sequence[str], isolation: str, run_dir: Path) -> dict:
+def first_stop(text: str, stops: Sequence[str] = STOP_SEQUENCES) -> str | None:
+    """The stop sequence that occurs first in ``text`` (None: none does)."""
+    found = [(i, s) for s in stops if (i := text.find(s)) >= 0]
+    return min(found)[1] if found else None
+
+
+def stop_cuts(outputs: Sequence[str], sent: Sequence[str] = SENT_STOPS) -> dict:
+    """Which cut each completion needed before scoring: ``post_hoc`` (it reached a stop that was not
+    sent, by design), ``safety_net`` (a *sent* stop is still in the text: the service did not stop at
+    it, a bug), ``none`` (the service's text was already whole: stopped at a sent stop, EOS or the
+    limit). With nothing sent (runs before the service had ``stop``) every cut is post hoc."""
+    counts = {"post_hoc": 0, "safety_net": 0, "none": 0}
+    for text in outputs:
+        stop = first_stop(text)
+        counts["none" if stop is None else "safety_net" if stop in sent else "post_hoc"] += 1
+    return {"sent": list(sent), "post_hoc_stops": [s for s in STOP_SEQUENCES if s not in sent],
+            "completions": counts}
+
+
+def score_rows(rows: Sequence[Mapping], problems: Sequence[str], isolation: str, run_dir: Path,
+               sent: Sequence[str] = SENT_STOPS) -> dict:
     """Score a run's answered rows (cut at the stop sequences) over every problem of the workload;
-    writes ``scoring.jsonl`` (each problem's outcome) and returns run.json's ``scoring`` entry."""
+    writes ``scoring.jsonl`` (each problem's outcome) and returns run.json's ``scoring`` entry, with
+    ``stop``: the cuts that applied (:func:`stop_cuts`)."""
     from scoring.sandbox import choose
     from scoring.score import score
 
-    completions = {r["task_id"]: cut_at_stop(r.get("output") or "") for r in rows
-                   if r.get("status") == "ok" and r.get("output") is not None}
+    outputs = {r["task_id"]: r.get("output") or "" for r in rows
+               if r.get("status") == "ok" and r.get("output") is not None}
+    completions = {t: cut_at_stop(o) for t, o in outputs.items()}
     scores = score(completions, choose(isolation), task_ids=list(problems))
     scores.write_jsonl(run_dir / "scoring.jsonl")
-    return {**scores.summary(), "when": "after the run: sensors stopped, outside every measured window"}
+    return {**scores.summary(), "stop": stop_cuts(list(outputs.values()), sent),
+            "when": "after the run: sensors stopped, outside every measured window"}

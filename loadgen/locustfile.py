@@ -22,6 +22,7 @@ Options (each also an environment variable, which is how ``loadgen.protocol`` se
     --max-new-tokens   WATTSERVE_MAX_NEW_TOKENS   generation limit (new tokens)
     --max-length       WATTSERVE_MAX_LENGTH       limit counting the prompt  [128 if neither is set]
     --ignore-eos       WATTSERVE_IGNORE_EOS       1 = generate to the limit           [0]
+    --stop             WATTSERVE_STOP             stop strings, a JSON list (up to 4)  [none]
     --stop-delay       WATTSERVE_STOP_DELAY       seconds between the last answer and the stop [1.25]
     --mark-url         WATTSERVE_MARK_URL         the bench's edge marks (loadgen/marks.py; unset = none)
 
@@ -35,6 +36,7 @@ the rows file is the record) and with no stop delay, so Locust's stop lies outsi
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import urllib.request
 import sys
@@ -78,11 +80,27 @@ def _options(parser) -> None:
                         help=f"prompt + new tokens at most (default {DEFAULT_MAX_LENGTH})")
     parser.add_argument("--ignore-eos", env_var="WATTSERVE_IGNORE_EOS", default="0",
                         help="1: generate up to the limit even past end-of-sequence")
+    parser.add_argument("--stop", env_var="WATTSERVE_STOP", default="",
+                        help='stop strings sent with every request, a JSON list, e.g. ["\\ndef", "\\nif"]')
     parser.add_argument("--stop-delay", env_var="WATTSERVE_STOP_DELAY", default="",
                         help="seconds between the last answer and stopping the runner")
     parser.add_argument("--mark-url", env_var="WATTSERVE_MARK_URL", default="",
                         help="bench edge marks: GET <url>/inference_start before the first request, "
                              "<url>/inference_end after the last answer")
+
+
+def parse_stop(text: str) -> list[str]:
+    """``--stop``: a JSON list of strings (stop strings hold newlines: JSON keeps them whole in an
+    environment variable); empty = none."""
+    if not str(text or "").strip():
+        return []
+    try:
+        stop = json.loads(text)
+    except ValueError:
+        raise ValueError(f"--stop must be a JSON list of strings, got {text!r}") from None
+    if not isinstance(stop, list) or not all(isinstance(x, str) and x for x in stop):
+        raise ValueError(f"--stop must be a JSON list of non-empty strings, got {text!r}")
+    return stop
 
 
 class Replay:
@@ -99,6 +117,9 @@ class Replay:
         self.limits = {"max_new_tokens": max_new} if max_new else {"max_length": max_len or DEFAULT_MAX_LENGTH}
         if str(options.ignore_eos).strip().lower() in ("1", "true", "yes"):
             self.limits["ignore_eos"] = True
+        stop = parse_stop(getattr(options, "stop", ""))
+        if stop:
+            self.limits["stop"] = stop
         self.csv_path = Path(options.requests_csv) if options.requests_csv else None
         self.mark_url = str(getattr(options, "mark_url", "") or "").rstrip("/")
         self.queue: deque = deque()

@@ -87,6 +87,7 @@ class RunPlan:
     study: dict | None = None  # {name, cell, attempt, ...} when the run belongs to a study (loadgen/study/)
     service_url: str | None = None  # runner external: the running service to drive (nothing started or prepared)
     score_isolation: str = "auto"  # humaneval workload: the sandbox its completions are scored in (scoring/)
+    stop: tuple[str, ...] = ()  # stop strings sent with every request (humaneval: loadgen/humaneval.py SENT_STOPS)
 
     def __post_init__(self) -> None:
         for name in ("warmup_s", "cooldown_s", "stop_delay_s"):
@@ -212,7 +213,7 @@ def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, pro
     replay = LocustReplay(service.url, plan.prompts, run_dir=folder.path, rows_csv=folder.raw_requests_path,
                           log_path=folder.path / "locust.log", request_timeout_s=plan.request_timeout_s,
                           max_new_tokens=max_new, max_length=max_len, ignore_eos=plan.ignore_eos,
-                          stop_delay_s=plan.stop_delay_s, mark_url=mark_url)
+                          stop_delay_s=plan.stop_delay_s, mark_url=mark_url, stop=plan.stop)
     count = plan.prompts.count
     rows, size, changed = 0, -1, time.monotonic()
     stall_limit = plan.request_timeout_s + 60
@@ -328,7 +329,8 @@ def _fit_humaneval(plan: RunPlan, manifest: dict, run_dir: Path) -> RunPlan:
     fitted = dataclasses.replace(fitted, path=path, sha256=sha256_file(path))
     entry["replayed_sha256"] = fitted.sha256
     manifest["workload"] = entry
-    return dataclasses.replace(plan, prompts=fitted)
+    manifest["generation"]["stop"] = list(humaneval.SENT_STOPS)  # part of the work: equal for every config
+    return dataclasses.replace(plan, prompts=fitted, stop=humaneval.SENT_STOPS)
 
 
 def problems_of(manifest: dict):
@@ -360,7 +362,8 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                   "content_hash": None, "params": None, "size_category": None},
         "prompts": plan.prompts.describe(),
         "generation": {"greedy": True, "max_length": max_len, "max_new_tokens": max_new,
-                       "ignore_eos": plan.ignore_eos, "threads": plan.threads, "precision": plan.precision},
+                       "ignore_eos": plan.ignore_eos, "threads": plan.threads, "precision": plan.precision,
+                       "stop": list(plan.stop)},
         "protocol": {"rep": plan.rep, "reps": plan.reps, "warmup_s": plan.warmup_s, "cooldown_s": plan.cooldown_s,
                      "request_timeout_s": plan.request_timeout_s, "sample_interval_s": plan.sample_interval_s,
                      "ready_timeout_s": plan.ready_timeout_s, "stop_delay_s": plan.stop_delay_s,
@@ -419,7 +422,8 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
             joined = {"url": plan.service_url}
         service = start_service(plan.runner, cfg.name, plan.model, threads=plan.threads, precision=plan.precision,
                                 log_path=folder.path / "service.log", revision=plan.revision,
-                                trust_remote_code=plan.trust_remote_code, run_id=folder.run_id, **joined)
+                                trust_remote_code=plan.trust_remote_code, run_id=folder.run_id,
+                                warmup_prompts=plan.prompts.path, **joined)
         manifest["runner_details"] = service.describe()
         if joined and stack is not None:
             stack.service_started(service, folder.run_id, plan.rep)
@@ -481,7 +485,8 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                 # after the sensors stopped: outside every measured window, charged to no configuration
                 try:
                     manifest["scoring"] = humaneval.score_rows(
-                        rows, [p.task_id for p in problems_of(manifest)], plan.score_isolation, folder.path)
+                        rows, [p.task_id for p in problems_of(manifest)], plan.score_isolation, folder.path,
+                        sent=plan.stop)
                 except Exception as exc:
                     manifest["scoring"] = {"error": f"{type(exc).__name__}: {exc}"}
             if status == "complete" and summary["recorded"] < summary["requests"]:
@@ -495,6 +500,10 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
                 manifest["flags"].append("scoring: " + manifest["scoring"]["error"].splitlines()[0])
             elif (manifest.get("scoring") or {}).get("unsafe"):
                 manifest["flags"].append("scoring: UNSAFE-LOCAL (completions ran without a sandbox)")
+            missed = (((manifest.get("scoring") or {}).get("stop") or {}).get("completions") or {}).get("safety_net")
+            if missed:
+                manifest["flags"].append(f"stop: {missed} completion(s) still held a stop string the service was "
+                                         "sent (cut post hoc before scoring; the service did not stop at it)")
             manifest.update(status=status, error=error, summary=summary, finished_at=time.time())
             folder.write_manifest(manifest)
             progress.end_run(status if not error else f"{status}: {error.splitlines()[0]}")

@@ -228,13 +228,14 @@ class NativeService:
     runner = "native"
 
     def __init__(self, config: str, model: str, *, threads: int, precision: str, log_path: Path,
-                 revision: str | None = None, trust_remote_code: bool = False, run_id: str | None = None) -> None:
+                 revision: str | None = None, trust_remote_code: bool = False, run_id: str | None = None,
+                 warmup_prompts: Path | None = None) -> None:
         self.config, self.model, self.run_id = config, model, run_id
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
         self.argv = self.command(config, model, threads=threads, precision=precision, revision=revision,
-                                 trust_remote_code=trust_remote_code)
+                                 trust_remote_code=trust_remote_code, warmup_prompts=warmup_prompts)
         self._log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.environment(), stdout=self._log,
@@ -246,10 +247,14 @@ class NativeService:
         self.client = httpx.Client(base_url=self.url, timeout=10)
 
     def service_args(self, config: str, model: str, *, threads: int, precision: str, revision: str | None,
-                     trust_remote_code: bool) -> list[str]:
-        """The command line of ``python -m services.inference`` (serve.sh takes the same)."""
+                     trust_remote_code: bool, warmup_prompts: Path | None = None) -> list[str]:
+        """The command line of ``python -m services.inference`` (serve.sh takes the same). ``warmup_prompts``:
+        the run's prompt file, so the warm-up covers every prompt length the run sends (a custom set's
+        too, not only the paper prompts' default)."""
         argv = ["--config", config, "--model", model, "--host", "127.0.0.1", "--port", str(self.port),
                 "--threads", str(threads), "--precision", precision, "--log-level", "info"]
+        if warmup_prompts is not None:
+            argv += ["--warmup-prompts", str(Path(warmup_prompts).resolve())]
         if revision:
             argv += ["--revision", revision]
         if trust_remote_code:
@@ -316,7 +321,7 @@ class DockerService(NativeService):
 
     def __init__(self, config: str, model: str, *, threads: int, precision: str, log_path: Path,
                  revision: str | None = None, trust_remote_code: bool = False, run_id: str | None = None,
-                 network: str | None = None) -> None:
+                 network: str | None = None, warmup_prompts: Path | None = None) -> None:
         # network: host (default, $WATTSERVE_DOCKER_NETWORK), bridge, or a compose stack's network
         # (loadgen/stack.py), where the service is reached at the container's own address on :8000
         self.network = network or os.environ.get("WATTSERVE_DOCKER_NETWORK") or "host"
@@ -328,7 +333,7 @@ class DockerService(NativeService):
         if self.image is None:
             raise RunnerError(docker_unavailable_reason([config]) or f"no image {image_name(config)}")
         super().__init__(config, model, threads=threads, precision=precision, log_path=log_path, revision=revision,
-                         trust_remote_code=trust_remote_code, run_id=run_id)
+                         trust_remote_code=trust_remote_code, run_id=run_id, warmup_prompts=warmup_prompts)
 
     def command(self, config: str, model: str, **kw) -> list[str]:
         return [str(SERVE_SH), *self.service_args(config, model, **kw)]

@@ -3,6 +3,7 @@
 #
 #   scripts/docker/serve.sh --config onnx-cpu --model tiny [--host 127.0.0.1] [--port 8000] [--threads N]
 #                           [--precision fp32] [--revision R] [--trust-remote-code] [--log-level info] [--warmup N]
+#                           [--warmup-prompts FILE]
 #
 # For the bench's docker runner: it runs in the foreground (exec docker run --rm, attached), so the
 # caller's process handle is the container's: SIGTERM/SIGINT are proxied to the service (a clean
@@ -18,12 +19,13 @@
 # live stack's, unpublished, the service on :8000 at the container's address), WATTSERVE_HEALTHCHECK=1 keeps the image's
 # probe (off by default: its python process every 30 s would sit inside the energy windows),
 # HF_HUB_OFFLINE / HF_TOKEN / HF_ENDPOINT passed through. A --model that is a host folder is mounted
-# read-only. -cuda configurations get --gpus all.
+# read-only, and so is a --warmup-prompts host file (the run's prompt set: the warm-up covers its lengths).
+# -cuda configurations get --gpus all.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/common.sh"
 
-config="" model="" host="127.0.0.1" port="8000"
+config="" model="" host="127.0.0.1" port="8000" warmup_prompts=""
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,6 +37,8 @@ while [ $# -gt 0 ]; do
     --host=*) host="${1#*=}"; shift ;;
     --port) port="$2"; shift 2 ;;
     --port=*) port="${1#*=}"; shift ;;
+    --warmup-prompts) warmup_prompts="$2"; shift 2 ;;
+    --warmup-prompts=*) warmup_prompts="${1#*=}"; shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -53,6 +57,11 @@ for v in HF_HUB_OFFLINE HF_TOKEN HF_ENDPOINT; do [ -z "${!v:-}" ] || run+=(-e "$
 if [ -d "$model" ]; then
   abs="$(cd "$model" && pwd)"
   run+=(-v "$abs:/models/$(basename "$abs"):ro"); model="/models/$(basename "$abs")"
+fi
+if [ -n "$warmup_prompts" ]; then
+  [ -f "$warmup_prompts" ] || { echo "error: --warmup-prompts $warmup_prompts: no such file" >&2; exit 2; }
+  abs="$(cd "$(dirname "$warmup_prompts")" && pwd)/$(basename "$warmup_prompts")"
+  run+=(-v "$abs:/warmup/prompts.jsonl:ro"); args+=(--warmup-prompts /warmup/prompts.jsonl)
 fi
 network="${WATTSERVE_DOCKER_NETWORK:-host}"
 case "$network" in

@@ -1,5 +1,6 @@
 """The humaneval workload: whole prompts, the context rule (skipped and counted, never truncated),
-stop sequences applied post hoc, and a real bench run on tiny scored in a sandbox after the run."""
+stop sequences sent to the service (four, its limit) with the post-hoc cut as a safety net, and a real
+bench run on tiny scored in a sandbox after the run."""
 
 from __future__ import annotations
 
@@ -28,6 +29,47 @@ def test_cut_at_the_first_stop_sequence():
     assert humaneval.cut_at_stop(body + "\n# a comment\nif x: pass") == body
     assert humaneval.cut_at_stop(body) == body
     assert humaneval.cut_at_stop("\nprint(1)") == ""
+
+
+def test_the_sent_stops_fit_the_services_limit_and_the_rest_is_cut_post_hoc():
+    from services.inference.watcher import MAX_STOP_SEQUENCES
+
+    assert len(humaneval.SENT_STOPS) <= MAX_STOP_SEQUENCES
+    assert set(humaneval.SENT_STOPS) | set(humaneval.POST_HOC_STOPS) == set(humaneval.STOP_SEQUENCES)
+    assert humaneval.POST_HOC_STOPS == ("\nclass",) and not set(humaneval.SENT_STOPS) & set(humaneval.POST_HOC_STOPS)
+
+
+def test_stop_cuts_say_which_cut_applied():
+    outputs = ["    return 1\n",                      # whole: the service stopped (or EOS, or the limit)
+               "    return 1\nclass A:\n    pass",     # the unsent stop: cut post hoc, by design
+               "    return 1\n# trailing",            # a sent stop still there: the service missed it
+               "    return 1\nclass A:\ndef g(): pass"]  # both: the first one decides (post hoc)
+    cuts = humaneval.stop_cuts(outputs)
+    assert cuts["completions"] == {"none": 1, "post_hoc": 2, "safety_net": 1}
+    assert cuts["sent"] == list(humaneval.SENT_STOPS) and cuts["post_hoc_stops"] == ["\nclass"]
+    # a run made before the service had stop sent nothing: every cut was post hoc
+    assert humaneval.stop_cuts(outputs, sent=())["completions"] == {"none": 1, "post_hoc": 3, "safety_net": 0}
+
+
+def test_stop_sent_to_the_service_ends_generation_and_scores_the_same_text(start_server):
+    """Equal work: with the stops sent, the service ends at the stop string (fewer tokens, finish_reason
+    stop) and the text scored is the one the post-hoc cut alone gives. HumanEval/40 and /43 are where
+    tiny writes ``\ndef`` after a few tokens (it would otherwise run to the limit)."""
+    server = start_server("torch-cpu")
+    prompts = {p.task_id: p.text for p in HUMANEVAL.items}
+    stopped = 0
+    for task in ("HumanEval/40", "HumanEval/43", "HumanEval/0", "HumanEval/2"):
+        body = {"prompt": prompts[task], "max_new_tokens": 96}
+        plain = server.client.post("/v1/generate", json=body).json()
+        sent = server.client.post("/v1/generate", json={**body, "stop": list(humaneval.SENT_STOPS)}).json()
+        assert humaneval.cut_at_stop(sent["text"]) == humaneval.cut_at_stop(plain["text"]), task
+        assert sent["completion_tokens"] <= plain["completion_tokens"]
+        assert sent["token_ids"] == plain["token_ids"][:len(sent["token_ids"])]  # the same tokens, fewer
+        if sent["finish_reason"] == "stop":
+            stopped += 1
+            assert sent["completion_tokens"] < plain["completion_tokens"] == 96
+            assert humaneval.first_stop(sent["text"]) is None  # the service cut it: nothing left to cut
+    assert stopped >= 2
 
 
 def test_prompts_that_do_not_fit_the_context_are_skipped_and_counted(tiny):
@@ -63,8 +105,13 @@ def test_a_humaneval_bench_run_is_scored_after_the_run(tmp_path, tiny):
     (run,) = run_dirs(results)
     m = manifest(run)
     assert m["status"] == "complete" and m["workload"]["name"] == "humaneval"
-    assert m["workload"]["skipped_count"] == 0 and m["workload"]["stop_applied"].startswith("post hoc")
+    assert m["workload"]["skipped_count"] == 0 and m["workload"]["stop_sent"] == list(humaneval.SENT_STOPS)
+    assert m["generation"]["stop"] == list(humaneval.SENT_STOPS)
+    # the warm-up covered the prompts the run replayed (its own file), not the paper prompts
+    warm = m["service"]["warmup"]
+    assert warm["prompts"] == str(run / "prompts-replayed.jsonl") and len(warm["prompt_lengths"]) > 100
     s = m["scoring"]
+    assert sum(s["stop"]["completions"].values()) == 164 and s["stop"]["completions"]["safety_net"] == 0
     assert s["problems"] == 164 and s["isolation"]["isolation"] == "namespace" and not s["unsafe"]
     assert s["solved"] + sum(s["failures"].values()) == 164
     # outside every measured window: the scoring began after the last phase ended

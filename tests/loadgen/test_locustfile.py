@@ -66,7 +66,8 @@ def test_replay_records_ok_refused_and_timed_out_requests(tmp_path, stub):
     prompts.write_text("".join(json.dumps({"task_id": f"t{i}", "new_prompt": p}) + "\n" for i, p in enumerate(PROMPTS)))
     rows_csv = tmp_path / "rows.csv"
     env = bench_env(WATTSERVE_PROMPTS=str(prompts), WATTSERVE_REQUESTS_CSV=str(rows_csv),
-                    WATTSERVE_REQUEST_TIMEOUT="0.5", WATTSERVE_MAX_NEW_TOKENS="5")
+                    WATTSERVE_REQUEST_TIMEOUT="0.5", WATTSERVE_MAX_NEW_TOKENS="5",
+                    WATTSERVE_STOP=json.dumps(["\ndef", "\n#"]))
     t0 = time.time()
     r = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadgen" / "locustfile.py"), "--headless",
                         "-u", "1", "-r", "1", "--host", stub, "--csv", str(tmp_path / "locust"), "--only-summary"],
@@ -76,6 +77,7 @@ def test_replay_records_ok_refused_and_timed_out_requests(tmp_path, stub):
 
     assert [b["prompt"] for b in Stub.seen] == PROMPTS  # each once, in order
     assert all(b["max_new_tokens"] == 5 and "max_length" not in b for b in Stub.seen)
+    assert all(b["stop"] == ["\ndef", "\n#"] for b in Stub.seen)  # newlines kept whole through the environment
     with open(rows_csv, newline="") as fh:
         assert tuple(csv.DictReader(fh).fieldnames) == (*REQUEST_COLUMNS, "ttft_s")
     rows = read_requests(rows_csv)
@@ -99,4 +101,14 @@ def test_a_tampered_prompt_set_stops_locust_before_any_request(tmp_path, stub):
                         "-u", "1", "-r", "1", "--host", stub], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "expected 000000" in r.stderr
+    assert Stub.seen == [] and not (tmp_path / "rows.csv").exists()
+
+
+@pytest.mark.parametrize("stop", ['\\ndef', '["\\ndef", ""]', '{"a": 1}'])
+def test_a_bad_stop_list_stops_locust_before_any_request(tmp_path, stub, stop):
+    env = bench_env(WATTSERVE_PROMPTS="paper", WATTSERVE_STOP=stop, WATTSERVE_REQUESTS_CSV=str(tmp_path / "rows.csv"))
+    r = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadgen" / "locustfile.py"), "--headless",
+                        "-u", "1", "-r", "1", "--host", stub], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "--stop must be a JSON list" in r.stderr
     assert Stub.seen == [] and not (tmp_path / "rows.csv").exists()

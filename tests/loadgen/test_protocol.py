@@ -6,6 +6,7 @@ Kept short (8 new tokens, 0.5 s idle windows, one thread) so the suite stays fas
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import statistics
@@ -45,6 +46,7 @@ def test_bench_replays_every_prompt_once_in_order_inside_the_window(tmp_path, ti
         assert m["generation"]["max_new_tokens"] == 8 and m["generation"]["threads"] == 1
         assert m["model"]["name"] == "tiny" and m["model"]["content_hash"]
         assert m["service"]["config"] == m["config"] and m["service"]["state"] == "ready"
+        assert m["service"]["warmup"]["prompts"] == str(PAPER.path)  # the run's own prompt set, passed on
         assert m["host"]["cpu_count"] >= 1 and m["software"]["locust"]
         sensors = {x["name"]: x for x in m["sensors"]}
         assert sensors["host"]["available"]  # utilization is recorded whatever measures energy
@@ -111,6 +113,25 @@ def test_bench_replays_every_prompt_once_in_order_inside_the_window(tmp_path, ti
     assert ("ESTIMATED; cpu: estimate" if powercap_state() != "readable" else "measured; cpu: rapl") in table
     reports = list(results.glob("bench-*.md"))
     assert len(reports) == 1 and "100.0% (164/164)" in reports[0].read_text()
+
+
+def test_a_custom_prompt_file_reaches_the_warm_up(tmp_path, tiny_ready):
+    """The warm-up runs one generation per prompt length the run will send: a custom PROMPTS file's
+    lengths, not the paper prompts' (the service's default)."""
+    from transformers import AutoTokenizer
+
+    texts = ["def a(", "def add(x, y):\n    return", "class Stack:\n    def push(self, item):\n        self.items"]
+    prompts = tmp_path / "mine.jsonl"
+    prompts.write_text("".join(json.dumps({"task_id": f"mine/{i}", "new_prompt": t}) + "\n"
+                               for i, t in enumerate(texts)))
+    r = run_bench("--config", "torch-cpu", *QUICK, "--prompts", str(prompts), "--results", str(tmp_path / "r"),
+                  timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (run,) = run_dirs(tmp_path / "r")
+    warm = manifest(run)["service"]["warmup"]
+    tok = AutoTokenizer.from_pretrained(str(tiny_ready.load_source))
+    assert warm["prompts"] == str(prompts.resolve())
+    assert warm["prompt_lengths"] == sorted({len(tok(t)["input_ids"]) for t in texts})
 
 
 def test_ctrl_c_mid_inference_stops_the_service_and_marks_the_run_interrupted(tmp_path, tiny_ready):
