@@ -15,6 +15,7 @@
 #   make images     [CONFIG=…]                       the Docker images (CPU; CUDA too if CONFIG names one)
 #   make up         CONFIG=onnx-cpu MODEL=tiny       the Dockerized stack (Grafana on 127.0.0.1:3000 only; WATTSERVE_EXPOSE=1: + :8000, :9090)
 #   make down                                        stop it (the model cache volume is kept)
+#   make dashboards                                  regenerate grafana/dashboards/*.json (grafanalib)
 #   make benchmark-serving                           per-engine latency / HTTP overhead table
 #   make benchmark-analysis                          times `make analyze` on a study-scale synthetic tree
 #   make overhead                                    CPU share of the local exporters + sampler
@@ -136,6 +137,11 @@ up:
 
 down:
 	scripts/docker/compose.sh down
+
+# the Grafana dashboards (grafana/dashboards/*.json) from grafana/boards/ (grafanalib): commit both
+.PHONY: dashboards
+dashboards: $(STAMP)
+	$(PY) grafana/build_dashboards.py
 
 clean-venv:
 	rm -rf $(VENV)

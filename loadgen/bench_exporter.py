@@ -19,7 +19,8 @@ Series (every one labelled ``bench_id``):
   status}``, ``wattserve_bench_run_time_seconds{run_id,config,model}`` (the inference window) and
   ``wattserve_bench_run_energy_joules{run_id,config,model,kind,provenance}`` (kind: global, cpu, gpu,
   wall, ...; provenance measured|estimated) — the dashboards' comparison reads these, never a second
-  computation.
+  computation; per sensor of the run (its run.json entry): ``wattserve_bench_run_sensor_dropped_samples``,
+  ``..._failed_scrapes`` and ``..._available{run_id,sensor}`` (the sensors dashboard).
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ class BenchExporter:
         self.run_energy = Gauge(f"{ns}_run_energy_joules", "A finished run's inference-window energy, from its "
                                 "run folder", ["bench_id", "run_id", "config", "model", "kind", "provenance"],
                                 registry=r)
+        sensor_labels = ["bench_id", "run_id", "sensor"]
+        self.sensor_dropped = Gauge(f"{ns}_run_sensor_dropped_samples", "Bad samples the sampler dropped from a "
+                                    "finished run, per sensor (its run.json entry)", sensor_labels, registry=r)
+        self.sensor_failed = Gauge(f"{ns}_run_sensor_failed_scrapes", "Scrapes of a sensor that failed during a "
+                                   "finished run (its run.json entry)", sensor_labels, registry=r)
+        self.sensor_available = Gauge(f"{ns}_run_sensor_available", "1 when the sensor answered the whole finished "
+                                      "run and never went down (its run.json entry)", sensor_labels, registry=r)
         self.runs.labels(bench_id, "total").set(total_runs)
         self.runs.labels(bench_id, "done").set(0)
         self.server, self.thread = start_http_server(port, addr=addr, registry=r)
@@ -102,6 +110,13 @@ class BenchExporter:
             self.run_time.labels(*names).set(summary["time_s"])
         for kind, joules, estimated in record_energies(summary.get("energy") or {}):
             self.run_energy.labels(*names, kind, "estimated" if estimated else "measured").set(joules)
+        for sensor in manifest.get("sensors") or []:
+            if not isinstance(sensor, dict) or not sensor.get("name"):
+                continue
+            keys = (self.bench_id, run["run_id"], str(sensor["name"]))
+            self.sensor_dropped.labels(*keys).set(sensor.get("dropped_samples") or 0)
+            self.sensor_failed.labels(*keys).set(sensor.get("failed_scrapes") or 0)
+            self.sensor_available.labels(*keys).set(1 if sensor.get("available") else 0)
         self.run = None
 
     def _close_phase(self) -> None:

@@ -10,7 +10,8 @@
 # WATTSERVE_PROFILES (default "dashboards", dropped with a warning when the Grafana image cannot be
 # pulled; CI: empty; netio is added when NETIO_URL is set), COMPOSE_PROJECT_NAME (wattserve), WATTSERVE_CACHE_VOLUME (wattserve-cache),
 # GRAFANA_ADMIN_PASSWORD (default: a random one kept in ~/.config/wattserve/grafana-admin-password),
-# GRAFANA_PORT (3000). Only Grafana is published (127.0.0.1); the service, Prometheus and the exporters
+# GRAFANA_PORT (3000), GRAFANA_IMAGE (grafana/grafana:11.6.0: used where it is local or can be pulled).
+# Only Grafana is published (127.0.0.1); the service, Prometheus and the exporters
 # talk over the compose network. WATTSERVE_EXPOSE=1 adds compose/expose.yml, which publishes the service
 # (SERVICE_PORT, 8000) and Prometheus (PROMETHEUS_PORT, 9090) on 127.0.0.1 as well; set it for every
 # compose.sh command of that stack (e.g. `port`).

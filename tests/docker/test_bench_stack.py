@@ -2,8 +2,9 @@
 Prometheus of a real stack: the run's requests are there (the increase of wattserve_requests_total
 equals its request count) under its run id, the bench's phase markers are there, the energy of the
 inference window from Prometheus agrees with the run folder's within 2 % (the run folder is the
-record), the queries docs/live-view.md gives return data with the right labels, and `compose.sh down`
-leaves no container — the bench's own included, even one a killed bench left behind."""
+record), the queries docs/live-view.md gives and every query of the three Grafana dashboards return
+data with the right labels, and `compose.sh down` leaves no container — the bench's own included,
+even one a killed bench left behind."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import pytest
@@ -124,24 +126,97 @@ def test_the_documented_queries_answer(stack_run):
     assert got[m["run_id"]] == PROMPTS
 
 
-def test_the_bench_panels_return_data_for_the_run(stack_run):
-    """Every dashboard panel on the bench's series answers for this run (during its inference, or after
-    it for the finished-run table), with the run's labels."""
-    from tests.docker.test_static import dashboard_queries, metric_names
+# Grafana's own variables as the check sets them: a 1 h range holds the whole run, every variable All.
+PANEL_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s", "$config": ".*",
+                   "$model": ".*", "$source": ".*", "$node": ".*", "$prompts": str(PROMPTS)}
+
+
+def substituted(expr: str) -> str:
+    for k, v in PANEL_VARIABLES.items():
+        expr = expr.replace(k, v)
+    return expr
+
+
+def test_every_panel_of_the_three_dashboards_returns_data_for_the_run(stack_run):
+    """Every query of every panel of the three dashboards, against this Prometheus, during the run's
+    inference (or after it, for the finished-run records): non-empty, with the labels its legend names
+    (node aside: only a Slurm node's targets carry it), and where rows name runs, this run among them.
+    The annotation (phase shading) and the variables' label_values() queries too."""
+    from tests.grafana.contract import GPU_ONLY, dashboard_queries, dashboards, legend_labels, metric_names
 
     s, m, _ = stack_run
     mid = (m["phases"]["inference"]["start"] + m["phases"]["inference"]["end"]) / 2
-    checked = 0
-    for title, expr in dashboard_queries():
+    checks = [(title, t["expr"], t.get("legendFormat") or "") for title, t in dashboard_queries()]
+    for board in dashboards().values():
+        for a in board["annotations"]["list"]:
+            checks.append((f"{board['uid']}: annotation {a['name']}", a["expr"], a["titleFormat"] + a["textFormat"]))
+        for v in board["templating"]["list"]:
+            text = v["query"].get("query", "") if isinstance(v.get("query"), dict) else ""  # a textbox: a str
+            lv = re.fullmatch(r"label_values\((.+), *(\w+)\)", text)
+            if lv and lv.group(2) != "node":  # no Slurm node here: the node list is empty, All matches all
+                checks.append((f"{board['uid']}: variable {v['name']}",
+                               f"group by ({lv.group(2)}) (last_over_time({lv.group(1)}[$__range]))",
+                               "{{" + lv.group(2) + "}}"))
+    report, skipped = [], []
+    for title, expr, legend in checks:
         names = metric_names(expr)
-        if not names or not all(n.startswith("wattserve_bench_") for n in names):
+        if names and names <= GPU_ONLY:
+            skipped.append(title)  # no NVIDIA GPU here: the metric names are checked statically
             continue
-        q = expr.replace("$__range", "1h").replace("$model", ".*")
-        rows = query(s, q, at=mid) or query(s, q)
+        q = substituted(expr)
+        rows, when = query(s, q, at=mid), "inference"
+        if not rows:
+            rows, when = query(s, q), "after"
         assert rows, (title, q)
-        assert any(r["metric"].get("run_id") == m["run_id"] or "run_id" not in r["metric"] for r in rows), rows
-        checked += 1
-    assert checked >= 5
+        need = legend_labels(legend) - {"node"}
+        assert any(need <= set(r["metric"]) for r in rows), (title, need, [r["metric"] for r in rows[:3]])
+        runs = {r["metric"]["run_id"] for r in rows if "run_id" in r["metric"]}
+        assert not runs or m["run_id"] in runs, (title, runs)
+        report.append(f"{title:<95} {when:<9} {len(rows):>3} row(s), e.g. {rows[0]['value'][1]}")
+    print("\npanel queries (" + str(len(report)) + " answered, " + str(len(skipped)) + " GPU-only skipped):\n"
+          + "\n".join(report))
+    assert len(report) >= 40 and len(skipped) <= 2, (len(report), skipped)
+
+
+@pytest.fixture(scope="session")
+def grafana_image() -> str:
+    """Session-scoped so that its skip comes before the stack is started."""
+    from tests.grafana.live import grafana_image_or_skip
+
+    return grafana_image_or_skip()
+
+
+def test_grafana_shows_the_three_dashboards(grafana_image, stack_run, tmp_path):
+    """GRAFANA_IMAGE (present in the local engine): Grafana with the project's provisioning on the stack's
+    network loads the three dashboards, its datasource answers a panel's query, and each dashboard is
+    screenshotted over the run (to $WATTSERVE_SHOTS if set). Skipped, saying why, without the image."""
+    import os
+    from pathlib import Path
+
+    from tests.grafana.live import Grafana
+
+    s, m, _ = stack_run
+    start_ms = int((m["phases"]["inference"]["start"] - 60) * 1000)
+    end_ms = int((m["phases"]["inference"]["end"] + 30) * 1000)
+    g = Grafana(grafana_image, f"{PROJECT}_default", "wattserve-test16-grafana")
+    try:
+        boards = g.dashboards()
+        assert set(boards) == {"wattserve-now", "wattserve-compare", "wattserve-sensors"}, (boards, g.logs())
+        # the provisioned datasource reaches the stack's Prometheus: the run's record, through Grafana
+        status, body = g.query(f'last_over_time(wattserve_bench_run_info{{run_id="{m["run_id"]}"}}[1h])', start_ms,
+                               int(time.time() * 1000))
+        assert status == 200, body
+        frames = body["results"]["A"].get("frames") or []
+        assert frames and frames[0]["data"]["values"], body
+        shots = Path(os.environ.get("WATTSERVE_SHOTS") or tmp_path)
+        shots.mkdir(parents=True, exist_ok=True)
+        for uid in boards:
+            png = shots / f"{uid}.png"
+            res = g.screenshot(uid, start_ms, end_ms, png)
+            assert png.is_file() and png.stat().st_size > 30_000, (uid, res.stderr[-2000:], g.logs())
+            print(f"\nscreenshot of {uid}: {png} ({png.stat().st_size} bytes)")
+    finally:
+        g.close()
 
 
 def test_down_leaves_no_container_not_even_a_killed_benchs(stack_run):  # last: it takes the stack down

@@ -19,8 +19,8 @@ import urllib.request
 import pytest
 
 from tests.docker.conftest import ROOT, SCRIPTS, docker, http_json, script_env, wait_until
-from tests.docker.test_static import (ALLOWED_CAP_ADD, GPU_ONLY, ROOT_SERVICES, compose_file, dashboard_queries,
-                                      metric_names)
+from tests.docker.test_static import ALLOWED_CAP_ADD, ROOT_SERVICES, compose_file
+from tests.grafana.contract import GPU_ONLY, dashboard_queries, metric_names
 
 pytestmark = pytest.mark.slow
 PROJECT = "wattserve-test"
@@ -158,10 +158,10 @@ def test_every_dashboard_query_returns_data(stack):
         assert status == 200, body
     time.sleep(3)  # > 2 scrapes at 1 s
     substitutions = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "15s", "$config": ".*",
-                     "$model": ".*", "$source": ".*", "$prompts": "164"}
+                     "$model": ".*", "$source": ".*", "$node": ".*", "$prompts": "164"}
     empty = []
-    for title, expr in dashboard_queries():
-        query = expr
+    for title, target in dashboard_queries():
+        query = expr = target["expr"]
         for k, v in substitutions.items():
             query = query.replace(k, v)
         if metric_names(expr) <= GPU_ONLY:

@@ -79,6 +79,25 @@ def test_a_finished_run_exposes_its_record(exporter):
     assert {l["state"]: v for l, v in got["wattserve_bench_runs"]} == {"total": 2.0, "done": 1.0}
 
 
+def test_a_finished_run_exposes_its_sensors_health(exporter):
+    """The sensors dashboard's per-run table: dropped samples, failed scrapes, availability, from run.json's
+    sensor entries; a sensor with nothing dropped still has its series (0), a nameless entry none."""
+    exporter.start_run("R1", "onnx-cpu", "tiny", 1, 3)
+    exporter.end_run({"status": "complete", "summary": {}, "sensors": [
+        {"name": "estimate", "available": True, "scrapes": 40, "failed_scrapes": 0, "dropped_samples": 0},
+        {"name": "rapl", "available": False, "scrapes": 40, "failed_scrapes": 3, "dropped_samples": 2,
+         "dropped_reason": "2 nan"},
+        {"available": True}, "not a sensor entry"]})
+    got = scrape(exporter)
+
+    def by_sensor(name):
+        return {l["sensor"]: v for l, v in got[name] if l["run_id"] == "R1" and l["bench_id"] == "B1"}
+
+    assert by_sensor("wattserve_bench_run_sensor_dropped_samples") == {"estimate": 0.0, "rapl": 2.0}
+    assert by_sensor("wattserve_bench_run_sensor_failed_scrapes") == {"estimate": 0.0, "rapl": 3.0}
+    assert by_sensor("wattserve_bench_run_sensor_available") == {"estimate": 1.0, "rapl": 0.0}
+
+
 def test_record_energies_takes_provenance_per_kind():
     assert record_energies({"energy_global_j": 5, "energy_global_estimated": False, "energy_wall_j": 7,
                             "energy_wall_estimated": False, "energy_cpu_j": 2, "energy_cpu_estimated": True}) == [
