@@ -32,6 +32,8 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.total_runs, self.warmup_s, self.cooldown_s, self.prompts = total_runs, warmup_s, cooldown_s, prompts
+        self.set_size = prompts  # the prompt set's size; a run may replay fewer (humaneval: too long, skipped)
+        self.skipped = 0
         self.rest_s = rest_s  # the wait between two runs (a study's rest), not part of a run
         self.run_i = 0
         self.label = ""
@@ -56,6 +58,7 @@ class Progress:
     # -- events from the protocol
     def start_run(self, i: int, label: str) -> None:
         self.run_i, self.label, self.done, self.latency = i, label, 0, None
+        self.prompts, self.skipped = self.set_size, 0
         self.run_t0 = self.phase_t0 = time.monotonic()
         self._last_quarter = -1
 
@@ -77,6 +80,11 @@ class Progress:
         new_kind = kind != re.split(r"\d", self.step_text, maxsplit=1)[0]
         self.step_text = text
         self.draw(force=new_kind, newline=new_kind and not self.tty)
+
+    def replaying(self, count: int, skipped: int) -> None:
+        """This run replays ``count`` prompts of the set, ``skipped`` left out before it (humaneval: a
+        prompt that does not fit the model's context): the line shows ``n/count`` and the skipped ones."""
+        self.prompts, self.skipped = count, skipped
 
     def requests(self, done: int, mean_latency: float | None) -> None:
         self.done, self.latency = done, mean_latency
@@ -135,6 +143,8 @@ class Progress:
     def line(self) -> str:
         left, known = self.eta()
         prompts = f" {self.done}/{self.prompts} prompts" if self.phase in ("inference", "idle_after") else ""
+        if prompts and self.skipped:
+            prompts += f" ({self.skipped} of {self.prompts + self.skipped} skipped: too long)"
         phase_t = f" {hms(time.monotonic() - self.phase_t0)}"
         step = f" ({self.step_text})" if self.step_text else ""
         return (f"[run {self.run_i}/{self.total_runs}] {self.label} | {self.phase}{phase_t}{step}{prompts} | "

@@ -411,6 +411,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
             manifest["model"] = {**manifest["model"], **prepared["model"]}
         if plan.prompts.name == humaneval.NAME:   # skip (and count) the prompts that do not fit
             plan = _fit_humaneval(plan, manifest, folder.path)
+            progress.replaying(plan.prompts.count, manifest["workload"]["skipped_count"])
 
         sampler.start(folder.path)
         sampling = True

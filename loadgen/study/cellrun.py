@@ -21,7 +21,7 @@ def cell_run_plan(chk: Checked, plan: dict, cell: Cell, position: int, cells: in
         max_new_tokens=p.max_new_tokens, max_length=p.max_length, ignore_eos=p.ignore_eos,
         threads=chk.threads, runner=chk.runner, revision=spec.revision,
         trust_remote_code=spec.trust_remote_code, sample_interval_s=p.sample_interval_s,
-        bench_id=f"study:{spec.name}", order=position,
+        bench_id=f"study:{spec.name}", order=position, score_isolation=p.score_isolation,
         study={"name": spec.name, "cell": cell.as_dict(), "attempt": attempt, "position": position,
                "cells": cells, "seed": plan["seed"], "spec_sha256": plan["spec_sha256"], **(extra or {})})
 

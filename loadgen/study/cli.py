@@ -27,8 +27,12 @@ spec (YAML; every key is checked, a typo is an error):
     warmup_s: 5               # idle before inference, service loaded (the study: 300)
     cooldown_s: 5             # idle after inference (the study: 300)
     rest_s: 0                 # wait between runs, nothing running
-    prompts: paper            # or a JSONL file (make prompts), relative to here or to the spec
+    prompts: paper            # humaneval (whole problems, scored: pass@1, energy per solved task), or a
+                              # JSONL file (make prompts), relative to here or to the spec
     max_length: 128           # prompt + new tokens (the study's); or max_new_tokens: N, not both
+                              # (humaneval: max_new_tokens only, 192 unless given)
+    score_isolation: auto     # humaneval: the sandbox completions are scored in after each run:
+                              # auto | docker | namespace | unsafe-local (checked before anything starts)
     ignore_eos: false
     request_timeout_s: 300    # a request with no answer by then fails the run (a hung service)
     ready_timeout_s: 600      # load and warm-up

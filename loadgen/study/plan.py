@@ -45,8 +45,10 @@ def run_order(models: list[str], configs: list[str], reps: int, seed: int) -> li
 
 def spec_digest(spec: StudySpec) -> str:
     """What identifies a study: its whole spec as checked (a resume must run under the same one), but
-    for where it runs (``slurm:``), which changes no run's protocol."""
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json", exclude={"slurm"}), sort_keys=True).encode()).hexdigest()
+    for where it runs (``slurm:``) and where completions are scored (``protocol.score_isolation``),
+    which change no run's protocol."""
+    dump = spec.model_dump(mode="json", exclude={"slurm": True, "protocol": {"score_isolation": True}})
+    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -98,6 +100,15 @@ def check(spec: StudySpec, spec_path: Path, results: str | None = None, probe_do
         prompts = load_prompts(prompts_arg)
     except PromptError as exc:
         raise StudyError(f"protocol.prompts: {exc}") from None
+    if prompts.name == "humaneval":  # completions are scored in a sandbox after each run: there must be one
+        from scoring.sandbox import SandboxUnavailable, choose
+
+        try:
+            choose(spec.protocol.score_isolation)
+        except (SandboxUnavailable, ValueError) as exc:
+            if need_gpu:  # a preview, or a Slurm coordinator (the nodes score), only warns
+                raise StudyError(f"protocol.score_isolation: {exc}") from None
+            print(f"warning: protocol.score_isolation: {exc}", file=sys.stderr)
     try:
         runner, why = choose_runner(spec.runner, configs=configs, **({"probe": probe_docker} if probe_docker else {}))
     except RunnerError as exc:

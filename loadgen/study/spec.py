@@ -65,6 +65,24 @@ class Protocol(Strict):
     threads: int | None = Field(None, ge=1)
     sample_interval_s: float = Field(0.5, ge=0.05, le=10)
     sensors: bool | Sensors = True  # true/false as before (a spec's digest unchanged), or the choice
+    # prompts: humaneval - the sandbox its completions are scored in after each run (scoring/; not part of
+    # what identifies a study: where completions are scored changes no measured number)
+    score_isolation: Literal["auto", "docker", "namespace", "unsafe-local"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _humaneval_limit(cls, data):
+        """``prompts: humaneval`` generates ``max_new_tokens`` (192 unless given), never ``max_length``:
+        its prompts are whole problems (loadgen/humaneval.py)."""
+        if isinstance(data, dict) and data.get("prompts") == "humaneval":
+            from loadgen.humaneval import DEFAULT_MAX_NEW_TOKENS
+
+            if data.get("max_length") is not None:
+                raise ValueError("the humaneval workload takes max_new_tokens (prompts are whole problems), "
+                                 "not max_length")
+            if data.get("max_new_tokens") is None:
+                data = {**data, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
+        return data
 
     @model_validator(mode="after")
     def _one_limit(self):

@@ -70,3 +70,20 @@ def test_prepare_shows_its_own_step_and_eta_and_logs_only_new_kinds_of_step(tmp_
     assert "prepare 0:00 (tiny: training step 12/300" in lines[1] and "exporting tiny to ONNX" in lines[2]
     p.set_phase("load")
     assert "(" not in p.line().split("|")[1]  # a new phase starts without the old step
+
+
+def test_a_run_that_replays_fewer_prompts_than_its_set_says_so_and_the_next_starts_afresh():
+    """humaneval skips the prompts that do not fit the context: the line counts the ones replayed and
+    says how many of the set were skipped; the next run (another model) starts from the whole set."""
+    stream = io.StringIO()
+    p = Progress(2, warmup_s=0, cooldown_s=0, prompts=164, stream=stream, tty=False)
+    p.start_run(1, "torch-cpu tiny")
+    p.replaying(161, 3)
+    p.set_phase("inference")
+    p.requests(161, 0.1)
+    assert "161/161 prompts (3 of 164 skipped: too long)" in p.line()
+    p.end_run("complete")
+    p.start_run(2, "onnx-cpu tiny")
+    p.set_phase("inference")
+    p.requests(10, 0.1)
+    assert "10/164 prompts |" in p.line() and "skipped" not in p.line()

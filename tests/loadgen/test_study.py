@@ -176,6 +176,10 @@ def test_shipped_specs():
     ({"runner": "kubernetes"}, "runner: Input should be 'auto', 'native' or 'docker'"),
     ({"protocol": {"prompts": "/nonexistent.jsonl"}}, "protocol.prompts:"),
     ({"protocol": {"max_new_tokens": 8, "max_length": 64}}, "give max_new_tokens or max_length, not both"),
+    ({"protocol": {"prompts": "humaneval", "max_new_tokens": None, "max_length": 300}},
+     "the humaneval workload takes max_new_tokens (prompts are whole problems), not max_length"),
+    ({"protocol": {"prompts": "humaneval", "score_isolation": "chroot"}},
+     "protocol.score_isolation: Input should be 'auto', 'docker', 'namespace' or 'unsafe-local'"),
     ({"protocol": {"rest_s": -1}}, "protocol.rest_s: Input should be greater than or equal to 0"),
     ({"protocol": {"warmup_s": "nan"}}, "protocol.warmup_s"),
     ({"name": "../escape"}, "name: String should match pattern"),
@@ -213,6 +217,34 @@ def test_sensor_choice_in_a_spec(tmp_path):
     assert old.protocol.sensors is True
     assert old.protocol.model_dump(mode="json")["sensors"] is True and len(spec_digest(old)) == 64
     assert check(spec, tmp_path / "s.yaml").study_dir.name == "s"
+
+
+def test_a_study_can_choose_the_humaneval_workload(tmp_path):
+    """prompts: humaneval - max_new_tokens 192 unless given, the sandbox checked before anything starts,
+    each cell's run scored where the spec says; where completions are scored is not part of the digest."""
+    from loadgen.study import spec_digest
+    from loadgen.study.cellrun import cell_run_plan
+
+    spec = load_spec(write_spec(tmp_path, protocol={"prompts": "humaneval", "max_new_tokens": None,
+                                                    "score_isolation": "namespace"}))
+    assert spec.protocol.max_new_tokens == 192 and spec.protocol.max_length is None
+    chk = check(spec, tmp_path / "s.yaml")
+    assert chk.prompts.name == "humaneval" and chk.prompts.count == 164
+    plan = load_or_create_plan(chk)
+    run = cell_run_plan(chk, plan, Cell("tiny", "torch-cpu", 1), 1, 1, 1)
+    assert run.prompts.name == "humaneval" and run.score_isolation == "namespace" and run.limits == (192, None)
+    auto = load_spec(write_spec(tmp_path, name="s", protocol={"prompts": "humaneval", "max_new_tokens": None}))
+    assert auto.protocol.score_isolation == "auto" and spec_digest(auto) == spec_digest(spec)
+    r = run_study(write_spec(tmp_path, name="h", protocol={"prompts": "humaneval"}), "--dry-run", timeout=120)
+    assert r.returncode == 0 and "prompts humaneval (164)" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_humaneval_study_without_a_sandbox_stops_before_anything_starts(tmp_path):
+    spec = write_spec(tmp_path, protocol={"prompts": "humaneval", "score_isolation": "docker"})
+    r = run_study(spec, timeout=120, DOCKER="/bin/false")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "protocol.score_isolation:" in r.stderr and "To enable one" in r.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def test_unreadable_specs_say_why(tmp_path):
