@@ -4,7 +4,8 @@ grafanalib, a layout that cannot overlap, and the template variables.
 grafanalib's panel classes write some fields in the shape of older Grafana releases (a bar gauge's
 ``fieldOptions``, a stat's thresholds as a string, ``maxDataPoints`` 100, ``intervalFactor`` 2). The
 makers here pass today's shape through ``extraJson`` (grafanalib merges it into its own output) so a
-panel shows the same in Grafana 10/11 as its description says; ``to_dict`` drops the stale keys.
+panel shows the same in Grafana 10/11 as its description says; ``to_dict`` drops the stale keys and
+the nulls, and gives every threshold list the base step Grafana expects.
 """
 
 from __future__ import annotations
@@ -178,4 +179,11 @@ def to_dict(board: G.Dashboard) -> dict:
             opts.pop(key, None)
         for t in panel.get("targets", []):
             t.pop("step", None)  # legacy; Grafana takes the step from the range and maxDataPoints
+        defaults = (panel.get("fieldConfig") or {}).get("defaults")
+        if defaults is not None:
+            for key in [k for k, v in defaults.items() if v is None]:  # null = Grafana's own default
+                del defaults[key]
+            thresholds = defaults.get("thresholds")
+            if thresholds is not None and not thresholds.get("steps"):  # Grafana wants a base step
+                thresholds["steps"] = [{"color": "text", "value": None}]
     return data

@@ -5,6 +5,7 @@ node variable where per-host series are shown, and the provisioning pointing at 
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
@@ -63,38 +64,78 @@ def test_make_dashboards_regenerates():
 
 # ------------------------------------------------------------------ well formed, without a Grafana
 
+PANEL_TYPES = {"timeseries", "stat", "bargauge", "table", "state-timeline"}
+
+
+def form_problems(board: dict) -> list[str]:
+    """What Grafana would show wrongly or not at all: every panel needs the datasource, queries with
+    distinct refIds, a unique id and a place inside the 24 columns that no other panel takes."""
+    out = []
+    every = board["panels"] + [p for r in board["panels"] for p in r.get("panels") or []]
+    ids = [p.get("id") for p in every]
+    out += [f"panel id {i!r} is not a positive integer" for i in ids if not (isinstance(i, int) and i > 0)]
+    out += [f"panel id {i} is used {ids.count(i)} times" for i in sorted({i for i in ids if ids.count(i) > 1}, key=str)]
+    taken: dict[tuple[int, int], str] = {}
+    for p in every:
+        title, g = p.get("title") or f"panel {p.get('id')}", p.get("gridPos") or {}
+        if not all(isinstance(g.get(k), int) for k in "xywh") or g["w"] <= 0 or g["h"] <= 0 or g["x"] < 0 or g["y"] < 0:
+            out.append(f"{title!r}: no valid gridPos {g}")
+            continue
+        if g["x"] + g["w"] > 24:
+            out.append(f"{title!r} leaves the 24-column grid: {g}")
+        clash = {taken[(x, y)] for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+                 if (x, y) in taken}
+        out += [f"{title!r} overlaps {other!r}" for other in sorted(clash)]
+        taken.update({(x, y): title for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])})
+        if p.get("type") == "row":
+            if (g["w"], g["h"], g["x"]) != (24, 1, 0):
+                out.append(f"row {title!r} is not a full-width line")
+            continue
+        if p.get("type") not in PANEL_TYPES:
+            out.append(f"{title!r}: panel type {p.get('type')!r}")
+        if p.get("datasource") != {"type": "prometheus", "uid": "wattserve-prometheus"}:
+            out.append(f"{title!r}: datasource {p.get('datasource')!r}")
+        if not p.get("targets"):
+            out.append(f"{title!r} has no query")
+        refs = [t.get("refId") for t in p.get("targets") or []]
+        if not all(refs) or len(refs) != len(set(refs)):
+            out.append(f"{title!r}: refIds {refs}")
+        for t in p.get("targets") or []:
+            expr = t.get("expr") or ""
+            if (t.get("datasource") or {}).get("uid") != "wattserve-prometheus" or not expr.strip():
+                out.append(f"{title!r}: a query without the datasource or an expression")
+            if expr.count("(") != expr.count(")") or expr.count("{") != expr.count("}"):
+                out.append(f"{title!r}: unbalanced brackets in {expr!r}")
+        if p.get("type") == "bargauge" and "fieldOptions" in (p.get("options") or {}):
+            out.append(f"{title!r}: a bar gauge in Grafana 6's shape (fieldOptions)")
+    return out
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_every_panel_is_well_formed(name):
     board = dashboards()[name]
     assert board["uid"] == UIDS[name] and board["title"].startswith("wattserve — ")
     assert board["schemaVersion"] >= 36 and board["editable"] is False and "wattserve" in board["tags"]
-    every = board["panels"] + [p for r in board["panels"] for p in r.get("panels") or []]
-    ids = [p["id"] for p in every]
-    assert all(isinstance(i, int) and i > 0 for i in ids) and len(ids) == len(set(ids)), ids
-    taken: dict[tuple[int, int], str] = {}
-    for p in every:
-        g = p["gridPos"]
-        assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["y"] >= 0, p["title"]
-        assert g["x"] + g["w"] <= 24, f"{p['title']!r} leaves the 24-column grid: {g}"
-        for x in range(g["x"], g["x"] + g["w"]):
-            for y in range(g["y"], g["y"] + g["h"]):
-                assert (x, y) not in taken, f"{p['title']!r} overlaps {taken[(x, y)]!r} at column {x}, row {y}"
-                taken[(x, y)] = p["title"]
-        if p["type"] == "row":
-            assert g["w"] == 24 and g["h"] == 1 and g["x"] == 0, p["title"]
-            continue
-        assert p["datasource"] == {"type": "prometheus", "uid": "wattserve-prometheus"}, p["title"]
-        assert p.get("targets"), f"panel {p['title']!r} has no query"
-        refs = [t["refId"] for t in p["targets"]]
-        assert len(refs) == len(set(refs)) and all(refs), (p["title"], refs)
-        for t in p["targets"]:
-            assert t["datasource"]["uid"] == "wattserve-prometheus" and t["expr"].strip(), p["title"]
-            assert t["expr"].count("(") == t["expr"].count(")") and t["expr"].count("{") == t["expr"].count("}")
-        assert p["title"] and p["type"] in {"timeseries", "stat", "bargauge", "table", "state-timeline"}
-        if p["type"] == "bargauge":  # today's shape, not grafanalib's Grafana 6 one
-            assert "fieldOptions" not in p["options"] and p["options"]["reduceOptions"]["calcs"] == ["lastNotNull"]
-    rows = [p for p in board["panels"] if p["type"] == "row"]
-    assert rows and board["panels"][0]["type"] == "row"
+    assert form_problems(board) == []
+    assert board["panels"][0]["type"] == "row" and len(panels(board)) >= 4
+
+
+def test_the_form_check_finds_each_fault():
+    board = copy.deepcopy(dashboards()["wattserve-now.json"])
+    first, second, third, fourth = panels(board)[:4]
+    second["gridPos"] = dict(first["gridPos"])                      # on top of the first
+    third["gridPos"] = {**third["gridPos"], "x": 20, "w": 6}         # past column 24
+    fourth["id"] = first["id"]                                       # a second panel with that id
+    del panels(board)[4]["datasource"]
+    panels(board)[5]["targets"] = []
+    panels(board)[6]["targets"] = [panels(board)[7]["targets"][0]] * 2   # refId A twice
+    got = "\n".join(form_problems(board))
+    assert f"{second['title']!r} overlaps {first['title']!r}" in got
+    assert f"{third['title']!r} leaves the 24-column grid" in got
+    assert f"panel id {first['id']} is used 2 times" in got
+    assert f"{panels(board)[4]['title']!r}: datasource None" in got
+    assert f"{panels(board)[5]['title']!r} has no query" in got
+    assert f"{panels(board)[6]['title']!r}: refIds ['A', 'A']" in got
 
 
 def test_the_layout_refuses_a_panel_wider_than_the_grid():
