@@ -75,6 +75,10 @@ DERIVED_VARIABLES: dict[str, str] = {
     "prompt_tokens": "Prompt tokens",
     "completion_tokens": "Generated tokens",
     "latency_median_s": "Median request latency [s]",
+    "ttft_median_s": "Median time to first token [s]",
+    "ttft_p90_s": "90th percentile time to first token [s]",
+    "itl_median_s": "Median of the requests' mean inter-token latency [s]",
+    "itl_p90_s": "90th percentile of the requests' mean inter-token latency [s]",
     "tokens_per_s": "Generated tokens per second of inference",
     "output_match_rate": "Share of prompts whose token ids equal the torch reference [ratio]",
 }
@@ -89,7 +93,8 @@ RUN_COLUMNS = (
     ["model", "size_category", "config", "rep", "study", "workload", "host_fingerprint"]
     + list(DEPENDENT_VARIABLES)
     + ["run_id", "engine", "provider", "requests", "requests_ok", "prompt_tokens", "completion_tokens",
-       "latency_median_s", "ttft_median_s", "tokens_per_s", "energy_per_request_j", "energy_per_token_j", "energy_dram_j",
+       "latency_median_s", "ttft_median_s", "ttft_p90_s", "itl_median_s", "itl_p90_s",
+       "tokens_per_s", "energy_per_request_j", "energy_per_token_j", "energy_dram_j",
        "idle_power_cpu_w", "idle_power_gpu_w", "idle_power_wall_w",
        "dynamic_energy_cpu_j", "dynamic_energy_gpu_j", "dynamic_energy_wall_j", "dynamic_energy_global_j",
        "idle_share", "energy_global_parts", "energy_global_estimated", "energy_global_provenance",

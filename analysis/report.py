@@ -31,6 +31,7 @@ from analysis import pareto
 from analysis import provenance as P
 from analysis.blocks import dedupe
 from analysis.catalog import ALL_VARIABLES
+from analysis.quantities import TIMING_QUANTILES, TIMINGS
 from analysis.report_caveats import POLICY, caveats, provenance_summary
 from analysis.report_content import Section
 from analysis.report_setup import setup_section
@@ -89,6 +90,24 @@ def left_out_section(block_notes: list[str]) -> Section | None:
             .items(dedupe(block_notes)))
 
 
+#: the per-request timing the report shows per model x configuration (TTFT and ITL, median and p90)
+TIMING_VARIABLES = tuple(f"{name}_{stat}_s" for name in TIMINGS for stat in TIMING_QUANTILES)
+
+
+def timing_table(med: pd.DataFrame) -> pd.DataFrame | None:
+    """TTFT and ITL (median, p90) per model x configuration, in milliseconds; None without any."""
+    cols = [v for v in TIMING_VARIABLES if v in med and pd.to_numeric(med[v], errors="coerce").notna().any()]
+    if not cols:
+        return None
+    sub = med[med[cols].apply(pd.to_numeric, errors="coerce").notna().any(axis=1)]
+    out = sub[["size_category", "model", "config"]].copy()
+    out["size_category"] = [("?" if pd.isna(c) else str(int(c))) for c in out["size_category"]]
+    for var in cols:
+        ms = pd.to_numeric(sub[var], errors="coerce") * 1e3
+        out[ALL_VARIABLES[var].replace(" [s]", " [ms]")] = ["" if pd.isna(v) else f"{v:.3g}" for v in ms]
+    return out.reset_index(drop=True)
+
+
 def medians_section(med: pd.DataFrame) -> Section:
     sec = Section("Per-model medians")
     for var in [v for v in ("energy_global_j", "energy_wall_j", "time_s", "energy_per_token_j") if v in med]:
@@ -98,6 +117,9 @@ def medians_section(med: pd.DataFrame) -> Section:
                   + ("; cells marked (estimated) are estimates" if kt and kt != "measured"
                      and kt != "estimated" else "")
                   + (f"; [low, high]: {I.DESCRIPTION}" if has_ci else ""))
+    sec.table(timing_table(med), "Per-request timing, median over repetitions of each run's median and p90 "
+              "[ms]: TTFT from a request's send to its first token, ITL its decode time / (generated tokens - 1) "
+              "(analysis/quantities.py)")
     if "output_match_rate" in med and med["output_match_rate"].notna().any():
         w, _ = prov_table(med, ["size_category", "model"], "output_match_rate")
         sec.table(w, "Output equivalence: share of prompts whose generated token ids equal the torch reference "

@@ -26,8 +26,8 @@ from loadgen.runfolder import read_series
 from analysis.catalog import RUN_COLUMNS, canonical_model, config_sort_key, model_sort_key, size_category_for
 from analysis.hardware import of_manifest as hardware_of
 from analysis.progress import progress
-from analysis.quantities import (agreement, pass_at_1, per_solved, per_unit, reference_config, request_span,
-                                 tokens_per_s)
+from analysis.quantities import (TIMINGS, agreement, pass_at_1, per_solved, per_unit, reference_config,
+                                 request_span, request_timing, tokens_per_s)
 
 MARKER_FILES = ("run.json", "requests.csv", "series.csv")
 UTILIZATION = {
@@ -40,7 +40,7 @@ USED_OF_TOTAL = {
     "gpu_mem_used_pct": ("wattserve_gpu_memory_used_bytes", "wattserve_gpu_memory_total_bytes"),
 }
 REQUEST_COLUMNS = ["index", "status", "prompt_tokens", "completion_tokens", "latency_s", "token_ids", "start", "end",
-                   "energy_j", "prefill_j", "decode_j", "energy_resolved", "ttft_s"]
+                   "energy_j", "prefill_j", "decode_j", "energy_resolved", "ttft_s", "decode_s", "itl_mean_s"]
 
 
 @dataclass
@@ -155,9 +155,10 @@ def read_requests(folder: Path, row: dict, record: RunRecord) -> tuple[float, fl
         idx = req["index"] if "index" in req else pd.Series(range(len(req)))
         for i, tok, good in zip(idx.to_numpy(), req["token_ids"].to_numpy(), ok.to_numpy()):
             record.digests[int(i)] = _digest(tok) if good else None
-    if "ttft_s" in req and ok.any():
-        ttft = pd.to_numeric(req.loc[ok, "ttft_s"], errors="coerce").dropna()
-        row["ttft_median_s"] = float(ttft.median()) if len(ttft) else None
+    timed = [c for c in TIMINGS.values() if c in req]
+    if timed and ok.any():  # TTFT / ITL median and p90: analysis/quantities.py request_timing, as the bench's
+        answered = req.loc[ok, timed].apply(pd.to_numeric, errors="coerce").assign(status="ok")
+        row.update(request_timing(answered.to_dict("records")))
     if "energy_j" in req:  # each request's own energy (loadgen: analysis/quantities.py request_energy)
         per = pd.to_numeric(req.loc[ok, "energy_j"], errors="coerce").dropna()
         row["request_energy_median_j"] = float(per.median()) if len(per) else None

@@ -55,9 +55,10 @@ try:
 except ImportError:  # run by hand without PYTHONPATH: Locust only puts this file's folder on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loadgen.prompts import PromptError, load_prompts  # noqa: E402
-from loadgen.runfolder import REQUEST_COLUMNS  # noqa: E402
+from loadgen.runfolder import REQUEST_COLUMNS, TIMING_COLUMNS  # noqa: E402
+from analysis.quantities import itl_mean_s  # noqa: E402
 
-COLUMNS = (*REQUEST_COLUMNS, "ttft_s")  # + the service's first-token time, as seen from this client's start
+COLUMNS = (*REQUEST_COLUMNS, *TIMING_COLUMNS)  # + time to first token, decode time, mean inter-token latency
 
 log = logging.getLogger("wattserve.loadgen")
 DEFAULT_MAX_LENGTH = 128  # the study's limit (prompt included), also the service's default
@@ -212,7 +213,7 @@ class PromptReplayUser(FastHttpUser):
         replay.sent += 1
         row = {"index": prompt.index, "task_id": prompt.task_id, "http_status": 0, "status": "failed",
                "server_latency_s": "", "prompt_tokens": "", "completion_tokens": "", "output": "",
-               "token_ids": "", "error": "", "ttft_s": ""}
+               "token_ids": "", "error": "", "ttft_s": "", "decode_s": "", "itl_mean_s": ""}
         start = time.time()
         try:
             with self.client.post("/v1/generate", json={"prompt": prompt.text, **replay.limits},
@@ -229,9 +230,13 @@ class PromptReplayUser(FastHttpUser):
             end = time.time()
             row["error"] = f"{type(exc).__name__}: {exc}"
         row.update(start=start, end=end, latency_s=end - start)
-        first = row.pop("first_token_at", None)
+        first, decode = row.pop("first_token_at", None), row.pop("decode", None)
         if isinstance(first, (int, float)) and start <= first <= end:  # one clock: the host's
             row["ttft_s"] = first - start
+        if isinstance(decode, (int, float)) and decode >= 0:  # the service's first to last token
+            row["decode_s"] = decode
+            itl = itl_mean_s(decode, row["completion_tokens"])
+            row["itl_mean_s"] = "" if itl is None else itl
         replay.record(row)
         if not replay.queue:
             replay.mark("inference_end")
@@ -254,7 +259,8 @@ class PromptReplayUser(FastHttpUser):
                 return f"completion_tokens={body['completion_tokens']} but {len(ids)} token_ids"
             row.update(server_latency_s=float(body["latency_s"]), prompt_tokens=int(body["prompt_tokens"]),
                        completion_tokens=int(body["completion_tokens"]), output=str(body["text"]),
-                       token_ids=" ".join(map(str, ids)), first_token_at=body.get("first_token_at"))
+                       token_ids=" ".join(map(str, ids)), first_token_at=body.get("first_token_at"),
+                       decode=body.get("decode_s"))
         except (ValueError, KeyError, TypeError) as exc:
             return f"malformed response ({type(exc).__name__}: {exc}): {resp.text[:200]}"
         return None

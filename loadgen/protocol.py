@@ -48,7 +48,7 @@ from loadgen.runners import (ROOT, NativeService, RunnerError, child_env, die_wi
                              start_service, terminate)
 from loadgen.sampling import NullSampler, Sampler
 from loadgen.summary import energy_summary
-from analysis.quantities import request_span, tokens_per_s
+from analysis.quantities import request_span, request_timing, tokens_per_s
 
 DEFAULT_MAX_LENGTH = 128  # the study's limit, prompt included
 
@@ -265,7 +265,6 @@ def summarize_rows(rows: list[dict], count: int, phases: dict) -> dict:
     inf = phases.get("inference") or {}
     time_s = (inf["end"] - inf["start"]) if "end" in inf and "start" in inf else None
     completion = sum(r["completion_tokens"] or 0 for r in ok)
-    ttft = [r["ttft_s"] for r in ok if r.get("ttft_s") is not None]  # the service's first token, client clock
     return {
         "requests": count,
         "recorded": len(rows),
@@ -274,7 +273,8 @@ def summarize_rows(rows: list[dict], count: int, phases: dict) -> dict:
         "not_sent": count - len(rows),
         "time_s": time_s,
         "median_latency_s": statistics.median(r["latency_s"] for r in ok) if ok else None,
-        "median_ttft_s": statistics.median(ttft) if ttft else None,
+        # TTFT / ITL median and p90 (analysis/quantities.py request_timing, as make analyze's runs.csv)
+        **{("median_ttft_s" if k == "ttft_median_s" else k): v for k, v in request_timing(ok).items()},
         "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in ok),
         "completion_tokens": completion,
         "tokens_per_s": tokens_per_s(completion, time_s),

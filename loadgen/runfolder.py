@@ -27,7 +27,9 @@ REQUEST_COLUMNS = ("index", "task_id", "start", "end", "latency_s", "server_late
                    "prompt_tokens", "completion_tokens", "output", "token_ids", "error")
 # added once the run's energy is known (analysis/quantities.py request_energy); absent in older folders
 ENERGY_COLUMNS = ("energy_j", "prefill_j", "decode_j", "energy_provenance", "energy_resolved")
-OPTIONAL_COLUMNS = ("ttft_s",) + ENERGY_COLUMNS
+# per-request timing (docs/run-folder.md): time to first token, decode time, mean inter-token latency
+TIMING_COLUMNS = ("ttft_s", "decode_s", "itl_mean_s")
+OPTIONAL_COLUMNS = TIMING_COLUMNS + ENERGY_COLUMNS
 MANIFEST = "run.json"
 REQUESTS = "requests.csv"
 RAW_REQUESTS = "requests.raw.csv"  # what the locustfile appends to during the replay
@@ -142,7 +144,7 @@ def _bool(value: str | None) -> bool | None:
     return None if value in ("", None) else value.strip().lower() in ("1", "true")
 
 
-_OPTIONAL_TYPES = {"ttft_s": _num, "energy_j": _num, "prefill_j": _num, "decode_j": _num,
+_OPTIONAL_TYPES = {"ttft_s": _num, "decode_s": _num, "itl_mean_s": _num, "energy_j": _num, "prefill_j": _num, "decode_j": _num,
                    "energy_provenance": lambda v: v or None, "energy_resolved": _bool}
 
 
@@ -341,6 +343,28 @@ def load_manifest(run_dir: Path) -> dict:
     return validate_manifest(json.loads((Path(run_dir) / MANIFEST).read_text()))
 
 
+def timing_problems(rows: list[dict], tolerance_s: float = 1e-6) -> list[str]:
+    """Per-request timing that cannot be (docs/run-folder.md): a first token before the send or after the
+    answer, a negative decode time or one longer than the request, an ITL that is not decode time /
+    (completion tokens - 1), or one given for fewer than 2 tokens."""
+    from analysis.quantities import itl_mean_s
+
+    bad: dict[str, list[int]] = {}
+    for r in rows:
+        ttft, decode, itl, latency = r.get("ttft_s"), r.get("decode_s"), r.get("itl_mean_s"), r["latency_s"]
+        if ttft is not None and not -tolerance_s <= ttft <= latency + tolerance_s:
+            bad.setdefault("ttft_s outside [0, latency_s]", []).append(r["index"])
+        if decode is not None and not -tolerance_s <= decode <= latency + tolerance_s:
+            bad.setdefault("decode_s outside [0, latency_s]", []).append(r["index"])
+        if itl is not None or decode is not None:
+            want = itl_mean_s(decode, r["completion_tokens"])
+            if (itl is None) != (want is None) or (itl is not None and abs(itl - want) > tolerance_s):
+                bad.setdefault("itl_mean_s is not decode_s / (completion_tokens - 1) (empty below 2 tokens)",
+                               []).append(r["index"])
+    return [f"{what} (rows {', '.join(map(str, idx[:5]))}{', ...' if len(idx) > 5 else ''})"
+            for what, idx in bad.items()]
+
+
 def validate_run(run_dir: Path) -> dict:
     """Manifest plus requests.csv: a complete run has one ok row per prompt, in order, in the window."""
     m = load_manifest(run_dir)
@@ -361,6 +385,7 @@ def validate_run(run_dir: Path) -> dict:
             problems.append("a request lies outside the inference window")
         if any(b["start"] < a["end"] for a, b in zip(rows, rows[1:])):
             problems.append("requests overlap or are out of order")
+        problems += timing_problems(rows)
         if problems:
             raise ManifestError(f"run {m['run_id']}: " + "; ".join(problems))
     return m

@@ -18,7 +18,7 @@ from analysis.quantities import reference_config
 from loadgen.runfolder import MANIFEST, REQUESTS, read_requests
 
 COLUMNS = ("run", "config", "model", "status", "requests ok/total", "inference s", "median latency s",
-           "median TTFT s", "tokens/s", "energy", "idle W", "J/request", "harness CPU", "agreement vs torch")
+           "TTFT ms p50/p90", "ITL ms p50/p90", "tokens/s", "energy", "idle W", "J/request", "harness CPU", "agreement vs torch")
 
 
 def energy_summary(run_dir: Path, phases: dict, rows: list[dict], manifest: dict) -> tuple[dict, list[dict]]:
@@ -83,6 +83,9 @@ def summarize(run_dir: Path) -> dict:
         "inference_s": s.get("time_s"),
         "median_latency_s": s.get("median_latency_s"),
         "median_ttft_s": s.get("median_ttft_s"),
+        "ttft_p90_s": s.get("ttft_p90_s"),
+        "itl_median_s": s.get("itl_median_s"),
+        "itl_p90_s": s.get("itl_p90_s"),
         "tokens_per_s": s.get("tokens_per_s"),
         "energy": energy_cell(m),
         "energy_global_j": (s.get("energy") or {}).get("energy_global_j"),
@@ -146,6 +149,14 @@ def _num(v, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
 
+def _ms_pair(median, p90) -> str:
+    """'12.3/15.0' (milliseconds, median/p90); '-' where the run has neither."""
+    if not isinstance(median, (int, float)) and not isinstance(p90, (int, float)):
+        return "-"
+    return f"{_num(median * 1e3 if isinstance(median, (int, float)) else None, '.1f')}/" \
+           f"{_num(p90 * 1e3 if isinstance(p90, (int, float)) else None, '.1f')}"
+
+
 def _percent(ratio) -> str:
     return f"{100 * ratio:.1f} %" if isinstance(ratio, (int, float)) else "-"
 
@@ -156,7 +167,8 @@ def comparison_table(summaries: list[dict]) -> str:
     for s, agree in zip(summaries, agreement_cells(summaries)):
         rows.append((s["run_id"], s["config"], s["model"] or "-", s["status"],
                      f"{s['requests_ok']}/{s['requests_total']}", _num(s["inference_s"], ".1f"),
-                     _num(s["median_latency_s"], ".3f"), _num(s["median_ttft_s"], ".4f"),
+                     _num(s["median_latency_s"], ".3f"), _ms_pair(s["median_ttft_s"], s.get("ttft_p90_s")),
+                     _ms_pair(s.get("itl_median_s"), s.get("itl_p90_s")),
                      _num(s["tokens_per_s"], ".1f"), s["energy"],
                      idle_cell(s), per_request_cell(s), _percent(s["harness_share"]), agree))
     widths = [max(len(str(c)) for c in col) for col in zip(COLUMNS, *rows)]
@@ -180,7 +192,8 @@ def write_report(results: Path, summaries: list[dict], header: str, started: flo
         text += "\n## Errors\n\n" + "\n".join(errors) + "\n"
     text += ("\nInference s = the inference window: first request sent to last answer received (Locust's "
              "start-up and stop are outside it). Tokens/s = completion tokens of answered requests / that "
-             "window. Energy = CPU + GPU over the window; idle W = mean power of the settled idle windows; "
+             "window. TTFT = a request's send to its first token, ITL = its decode time / (tokens - 1), each "
+             "median/p90 over the answered requests, in ms. Energy = CPU + GPU over the window; idle W = mean power of the settled idle windows; "
              "J/request = energy / answered requests; ESTIMATED = contains an estimate, not a measurement. "
              "Definitions: analysis/quantities.py.\n")
     path.parent.mkdir(parents=True, exist_ok=True)

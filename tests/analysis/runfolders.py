@@ -44,7 +44,7 @@ def write_run(root: Path, *, model: str = "codeparrot-small", config: str = "tor
               failed: set[int] | frozenset = frozenset(), status: str = "complete", error: str | None = None,
               with_series: bool = True, with_requests: bool = True, prompts_sha: str = "synthetic-prompts",
               host_gpus: list | None = None, nvml_down: bool = False, max_new_tokens: int | None = None,
-              run_id: str | None = None) -> Path:
+              run_id: str | None = None, timing: bool = True) -> Path:
     """Write one run folder under ``root`` and return it.
 
     Power is ``*_idle_w`` outside the inference phase and ``*_busy_w`` inside it, so the energy of the
@@ -53,6 +53,8 @@ def write_run(root: Path, *, model: str = "codeparrot-small", config: str = "tor
     ``[i, i+1, ...]`` (``+ 1000`` where i is in ``mismatch``); prompts in ``failed`` have status failed.
     ``host_gpus`` (run.json host.gpus) defaults to one GPU when a GPU sensor is written, else none;
     ``nvml_down`` adds an NVML sensor that reports ``wattserve_sensor_up 0`` (no energy series).
+    ``timing``: prompt i's ``ttft_s`` is 0.01 x (i + 1) and its ``decode_s`` 0.07 (``itl_mean_s`` 0.07 /
+    (tokens - 1)).
     """
     if host_gpus is None:
         host_gpus = [{"index": 0, "name": "Synthetic GPU", "memory_total_bytes": 24e9}] if gpu_idle_w is not None else []
@@ -70,7 +72,7 @@ def write_run(root: Path, *, model: str = "codeparrot-small", config: str = "tor
 
     if with_requests:
         lines = ["index,task_id,start,end,latency_s,server_latency_s,http_status,status,prompt_tokens,"
-                 "completion_tokens,output,token_ids,error"]
+                 "completion_tokens,output,token_ids,error" + (",ttft_s,decode_s,itl_mean_s" if timing else "")]
         step = inference_s / n_prompts
         for i in range(n_prompts):
             s, e = inf0 + i * step, inf0 + (i + 1) * step
@@ -83,7 +85,8 @@ def write_run(root: Path, *, model: str = "codeparrot-small", config: str = "tor
                 _csv_field(f"def f{i}(x):\n    return x, 'a,b'") if ok else "",
                 " ".join(map(str, ids)) if ok else "",
                 "" if ok else "synthetic failure",
-            ]))
+            ] + ([f"{0.01 * (i + 1):.6f}", "0.07", f"{0.07 / (tokens_per_prompt - 1):.9f}" if tokens_per_prompt > 1
+                  else ""] if timing and ok else ["", "", ""] if timing else [])))
         (folder / "requests.csv").write_text("\n".join(lines) + "\n")
 
     if with_series:

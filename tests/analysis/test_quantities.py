@@ -203,3 +203,29 @@ def test_pass_at_1_and_per_solved_are_undefined_not_a_division_by_zero():
     assert pass_at_1(0, 164) == 0.0 and pass_at_1(0, 0) is None
     assert per_solved(100.0, 4) == 25.0
     assert per_solved(100.0, 0) is None and per_solved(None, 4) is None and per_solved(float("nan"), 4) is None
+
+
+def test_itl_is_decode_time_over_the_gaps_and_undefined_below_two_tokens():
+    assert Q.itl_mean_s(0.5, 11) == pytest.approx(0.05)
+    assert Q.itl_mean_s(0.0, 1) is None and Q.itl_mean_s(0.3, 0) is None  # no gap: undefined, not 0/0
+    assert Q.itl_mean_s(None, 5) is None and Q.itl_mean_s(float("nan"), 5) is None and Q.itl_mean_s(0.1, "") is None
+
+
+def test_quantiles_are_numpys_linear_ones_and_missing_values_do_not_count():
+    xs = [0.031, 0.002, 0.017, 0.5, 0.009, 0.004, 0.12]
+    for q in (0.0, 0.5, 0.9, 1.0):
+        assert Q.quantile(xs + [None, float("nan"), ""], q) == pytest.approx(float(np.quantile(xs, q)))
+    assert Q.quantile([], 0.5) is None and Q.quantile([None], 0.9) is None
+    assert Q.quantile([3.0], 0.9) == 3.0
+
+
+def test_request_timing_is_median_and_p90_over_the_answered_requests():
+    rows = [{"status": "ok", "ttft_s": t, "itl_mean_s": i} for t, i in
+            [(0.010, 0.002), (0.012, None), (0.011, 0.004), (0.050, 0.003), (0.013, 0.001)]]
+    rows.append({"status": "failed", "ttft_s": 9.0, "itl_mean_s": 9.0})  # never counted
+    t = Q.request_timing(rows)
+    assert t["ttft_median_s"] == pytest.approx(0.012)
+    assert t["ttft_p90_s"] == pytest.approx(np.quantile([0.010, 0.012, 0.011, 0.050, 0.013], 0.9))
+    assert t["itl_median_s"] == pytest.approx(0.0025) and t["itl_p90_s"] == pytest.approx(0.0037)
+    assert Q.request_timing([{"status": "ok"}]) == {"ttft_median_s": None, "ttft_p90_s": None,
+                                                    "itl_median_s": None, "itl_p90_s": None}

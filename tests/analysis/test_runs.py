@@ -106,11 +106,22 @@ def test_cli_without_series_still_reports(tmp_path):
     assert main(["--results", str(tmp_path), "--out", str(out), "--quiet", "--no-figures"]) == 0
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 6 and runs["energy_global_j"].isna().all()
+    # per-request timing: prompt i's TTFT is 0.01 (i + 1) s, each decode 0.07 s over 7 gaps (8 tokens)
+    ttfts = [0.01 * (i + 1) for i in range(10)]
+    assert runs["ttft_median_s"].to_numpy() == pytest.approx(np.full(6, np.median(ttfts)))
+    assert runs["ttft_p90_s"].to_numpy() == pytest.approx(np.full(6, np.quantile(ttfts, 0.9)))
+    assert runs["itl_median_s"].to_numpy() == pytest.approx(np.full(6, 0.01))
+    assert runs["itl_p90_s"].to_numpy() == pytest.approx(np.full(6, 0.01))
+    med = pd.read_csv(out / "medians.csv").set_index("config")
+    assert med.loc["onnx-cpu", "ttft_p90_s"] == pytest.approx(np.quantile(ttfts, 0.9))
     stats = pd.read_csv(out / "stats.csv")
     assert set(stats["variable"]) == {"time_s"}
     report = (out / "report.md").read_text()
     assert "interrupted" in report and "Outputs differ from the torch reference" in report
     assert "onnx-cpu (90.0 % of prompts identical)" in report
+    timing = report[report.index("Per-request timing"):].split("\n\n")[1]  # the table after its caption
+    assert "90th percentile time to first token [ms]" in timing.splitlines()[0]
+    assert "| 1 | codeparrot-small | onnx-cpu | 55 | 91 | 10 | 10 |" in timing  # ms: median, p90 of TTFT, ITL
     for name in ("medians.csv", "aggregated.csv", "savings.csv"):
         assert "output_match" in pd.read_csv(out / name)["flags"].fillna("").str.cat()
 

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from loadgen.runfolder import REQUEST_COLUMNS, read_requests
+from loadgen.runfolder import REQUEST_COLUMNS, read_requests, timing_problems
 from tests.conftest import ROOT
 from tests.loadgen.conftest import bench_env
 
@@ -37,8 +37,10 @@ class Stub(BaseHTTPRequestHandler):
         if "stalls" in body["prompt"]:
             time.sleep(2.0)
         t = time.time()
-        self.reply(200, {"text": " x", "token_ids": [1, 2], "prompt_tokens": 3, "completion_tokens": 2,
-                         "started_at": t, "finished_at": t + 0.01, "latency_s": 0.01, "config": "stub", "model": "stub"})
+        ids = [1] if "again" in body["prompt"] else [1, 2]  # one token: no inter-token latency
+        self.reply(200, {"text": " x", "token_ids": ids, "prompt_tokens": 3, "completion_tokens": len(ids),
+                         "started_at": t - 0.01, "finished_at": t, "latency_s": 0.01, "first_token_at": t - 0.006,
+                         "decode_s": 0.006 if len(ids) > 1 else 0.0, "config": "stub", "model": "stub"})
 
     def reply(self, code, payload):
         data = json.dumps(payload).encode()
@@ -79,8 +81,13 @@ def test_replay_records_ok_refused_and_timed_out_requests(tmp_path, stub):
     assert all(b["max_new_tokens"] == 5 and "max_length" not in b for b in Stub.seen)
     assert all(b["stop"] == ["\ndef", "\n#"] for b in Stub.seen)  # newlines kept whole through the environment
     with open(rows_csv, newline="") as fh:
-        assert tuple(csv.DictReader(fh).fieldnames) == (*REQUEST_COLUMNS, "ttft_s")
+        assert tuple(csv.DictReader(fh).fieldnames) == (*REQUEST_COLUMNS, "ttft_s", "decode_s", "itl_mean_s")
     rows = read_requests(rows_csv)
+    assert timing_problems(rows) == []
+    assert 0 < rows[0]["ttft_s"] < rows[0]["latency_s"] and rows[0]["decode_s"] == 0.006
+    assert rows[0]["itl_mean_s"] == pytest.approx(0.006)  # 6 ms over the one gap between 2 tokens
+    assert rows[3]["decode_s"] == 0.0 and rows[3]["itl_mean_s"] is None  # 1 token: undefined, not 0 / 0
+    assert rows[1]["ttft_s"] is rows[1]["decode_s"] is rows[1]["itl_mean_s"] is None  # refused: no timing
     assert [r["index"] for r in rows] == [0, 1, 2, 3]
     assert [r["status"] for r in rows] == ["ok", "failed", "failed", "ok"]
     assert rows[0]["token_ids"] == [1, 2] and rows[0]["completion_tokens"] == 2 and rows[0]["http_status"] == 200

@@ -100,3 +100,38 @@ def test_rows_are_typed_ordered_and_a_torn_last_line_is_dropped(tmp_path):
     s = summarize_rows(rows, 5, {"inference": {"start": T, "end": T + 5}})
     assert (s["requests"], s["recorded"], s["ok"], s["failed"], s["not_sent"]) == (5, 3, 2, 1, 2)
     assert s["completion_tokens"] == 3 and s["time_s"] == 5
+
+
+def timed_rows() -> list[dict]:
+    """Two answered requests inside good_manifest()'s inference window, with per-request timing."""
+    base = {"task_id": "t", "server_latency_s": 0.9, "http_status": 200, "status": "ok", "prompt_tokens": 3,
+            "output": "x", "error": None}
+    return [{**base, "index": 0, "start": T + 6, "end": T + 7, "latency_s": 1.0, "completion_tokens": 5,
+             "token_ids": [1, 2, 3, 4, 5], "ttft_s": 0.2, "decode_s": 0.6, "itl_mean_s": 0.15},
+            {**base, "index": 1, "start": T + 7, "end": T + 8, "latency_s": 1.0, "completion_tokens": 1,
+             "token_ids": [1], "ttft_s": 0.3, "decode_s": 0.0, "itl_mean_s": None}]
+
+
+@pytest.mark.parametrize("change, problem", [
+    (None, None),
+    (lambda rows: rows[0].update(ttft_s=1.5), "ttft_s outside [0, latency_s] (rows 0)"),
+    (lambda rows: rows[1].update(ttft_s=-0.1), "ttft_s outside [0, latency_s] (rows 1)"),
+    (lambda rows: rows[0].update(decode_s=-0.01, itl_mean_s=-0.0025), "decode_s outside [0, latency_s] (rows 0)"),
+    (lambda rows: rows[0].update(itl_mean_s=0.12), "itl_mean_s is not decode_s / (completion_tokens - 1)"),
+    (lambda rows: rows[1].update(itl_mean_s=0.0), "itl_mean_s is not decode_s"),  # 1 token: must be empty
+    (lambda rows: [r.update(decode_s=None, itl_mean_s=None) for r in rows], None),  # older folders: no timing
+])
+def test_the_validator_accepts_per_request_timing_and_names_what_cannot_be(tmp_path, change, problem):
+    from loadgen.runfolder import validate_run, write_json_atomic, write_requests
+
+    rows = timed_rows()
+    if change:
+        change(rows)
+    write_json_atomic(tmp_path / "run.json", good_manifest())
+    write_requests(tmp_path / "requests.csv", rows)
+    if problem is None:
+        assert validate_run(tmp_path)["status"] == "complete"
+        assert read_requests(tmp_path / "requests.csv")[0]["ttft_s"] == 0.2
+    else:
+        with pytest.raises(ManifestError, match=re.escape(problem)):
+            validate_run(tmp_path)
