@@ -9,11 +9,13 @@ even one a killed bench left behind."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
@@ -190,15 +192,13 @@ def test_grafana_shows_the_three_dashboards(grafana_image, stack_run, tmp_path):
     """GRAFANA_IMAGE (present in the local engine): Grafana with the project's provisioning on the stack's
     network loads the three dashboards, its datasource answers a panel's query, and each dashboard is
     screenshotted over the run (to $WATTSERVE_SHOTS if set). Skipped, saying why, without the image."""
-    import os
-    from pathlib import Path
-
     from tests.grafana.live import Grafana
 
     s, m, _ = stack_run
     start_ms = int((m["phases"]["inference"]["start"] - 60) * 1000)
     end_ms = int((m["phases"]["inference"]["end"] + 30) * 1000)
-    g = Grafana(grafana_image, f"{PROJECT}_default", "wattserve-test16-grafana")
+    network = f"{PROJECT}_default"  # the label: compose.sh down removes it too, should this test be cut short
+    g = Grafana(grafana_image, network, "wattserve-test16-grafana", labels={"wattserve.stack.network": network})
     try:
         boards = g.dashboards()
         assert set(boards) == {"wattserve-now", "wattserve-compare", "wattserve-sensors"}, (boards, g.logs())

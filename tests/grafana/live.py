@@ -54,7 +54,7 @@ class Grafana:
     """One Grafana container on ``network`` (where the provisioned datasource's http://prometheus:9090
     resolves), anonymous Viewer access as in compose, reached at its address on that network."""
 
-    def __init__(self, image: str, network: str, name: str):
+    def __init__(self, image: str, network: str, name: str, labels: dict[str, str] | None = None):
         self.name = name
         mounts = ["-v", f"{ROOT / 'grafana' / 'provisioning'}:/etc/grafana/provisioning:ro",
                   "-v", f"{ROOT / 'grafana' / 'dashboards'}:/etc/grafana/dashboards:ro"]
@@ -64,6 +64,7 @@ class Grafana:
                "GF_PLUGINS_PREINSTALL_DISABLED": "true", "GF_NEWS_NEWS_FEED_ENABLED": "false",
                "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": "/etc/grafana/dashboards/wattserve-now.json"}
         args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+        args += [a for k, v in (labels or {}).items() for a in ("--label", f"{k}={v}")]
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         run = subprocess.run(["docker", "run", "-d", "--name", name, "--network", network, "--cap-drop", "ALL",
                               "--security-opt", "no-new-privileges:true", *mounts, *args, image],
