@@ -4,8 +4,10 @@ The schemathesis CLI runs its examples, coverage and fuzzing phases on every ope
 invalid data (``--mode all``), and its own checks on every response: no 5xx, only documented status
 codes, content types and headers, bodies that match the documented schemas, invalid data refused. Its
 HAR report is every request it sent, so the counts below are what reached the service.
-``WATTSERVE_FUZZ_EXAMPLES`` (default 100) and ``WATTSERVE_FUZZ_SEED`` (default 1) tune it; the default
-takes well under a minute on 2 cores. (schemathesis' pytest plugin is not used: 4.32 fails under
+``WATTSERVE_FUZZ_EXAMPLES`` (default 50 per operation, beside the deterministic coverage phase) and
+``WATTSERVE_FUZZ_SEED`` (default 1) tune it. Every generating example runs the real model, so the run
+takes minutes (8 operations; 100 examples timed out at 400 s on a loaded 2-core machine); the timeout
+below is a safety net against a hung service, not a speed target. (schemathesis' pytest plugin is not used: 4.32 fails under
 pytest 9 with "'Function' object has no attribute '_nodeid'".)
 """
 
@@ -24,7 +26,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("WATTSERVE_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("WATTSERVE_FUZZ_EXAMPLES", "50"))
+TIMEOUT_S = 1200
 SEED = int(os.environ.get("WATTSERVE_FUZZ_SEED", "1"))
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance", "negative_data_rejection")
@@ -46,7 +49,7 @@ def test_every_operation_survives_schemathesis(start_server, tmp_path):
          "--continue-on-failure", "--workers", "1", "--request-timeout", "60",
          "--generation-database", "none", "--no-color", "--report", "json,har",
          "--report-json-path", str(tmp_path / "run.json"), "--report-har-path", str(tmp_path / "requests.har")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=400)
+        cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S)
     elapsed = time.monotonic() - t0
     report = json.loads((tmp_path / "run.json").read_text())
     entries = json.loads((tmp_path / "requests.har").read_text())["log"]["entries"]
