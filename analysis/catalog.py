@@ -81,6 +81,12 @@ DERIVED_VARIABLES: dict[str, str] = {
     "itl_p90_s": "90th percentile of the requests' mean inter-token latency [s]",
     "tokens_per_s": "Generated tokens per second of inference",
     "output_match_rate": "Share of prompts whose token ids equal the torch reference [ratio]",
+    # the humaneval workload (analysis/solved.py): correctness, and what a solved problem costs
+    "pass_at_1": "HumanEval pass@1 (greedy) [ratio]",
+    "solved": "HumanEval problems solved",
+    "problems": "HumanEval problems",
+    "energy_per_solved_j": "Global energy per solved task [J]",
+    "time_per_solved_s": "Inference time per solved task [s]",
 }
 
 ALL_VARIABLES: dict[str, str] = {**DEPENDENT_VARIABLES, **DERIVED_VARIABLES}

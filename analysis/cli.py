@@ -45,7 +45,8 @@ outputs (in OUT, default RESULTS/report/):
   stats.csv       Shapiro-Wilk, Levene, Welch ANOVA + Games-Howell or Kruskal-Wallis + Dunn (Holm);
                   provenance, in_block; test "refused" for measured vs estimated energy
   figures/*.png   box plots per variable; energy vs time per model with the Pareto front;
-                  power time series of one run; figures.json: their texts
+                  humaneval runs: energy vs pass@1 per model; power time series of one run;
+                  figures.json: their texts
   report.md, report.html
 
 a --table CSV needs columns model, config and variables named as in runs.csv (energy_global_j,
@@ -251,6 +252,11 @@ def _analyse(args, out: Path, runs, left_out, notes, folders, sources, sel, coun
         scatter = pareto.scatter(med, evar, figdir) if evar and "time_s" in med else None
         if scatter:
             figures.append(("pareto", str(scatter.relative_to(out))))
+        from analysis import solved
+
+        energy_pass = solved.scatter(runs, figdir)  # the humaneval runs' energy against pass@1 (none: no such runs)
+        if energy_pass:
+            figures.append(("solved", str(energy_pass.relative_to(out))))
         ts_rel = _timeseries(args, folders, figdir, out, notes)
         written += [out / p for _, p in figures] + ([out / ts_rel] if ts_rel else [])
         stage("figures")

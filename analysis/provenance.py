@@ -28,7 +28,7 @@ ENERGY_DOMAIN_OF: dict[str, str] = {
     "energy_dram_j": "dram", "energy_per_request_j": "global", "energy_per_token_j": "global",
     "idle_power_cpu_w": "cpu", "idle_power_gpu_w": "gpu", "idle_power_wall_w": "wall",
     "dynamic_energy_cpu_j": "cpu", "dynamic_energy_gpu_j": "gpu", "dynamic_energy_wall_j": "wall",
-    "dynamic_energy_global_j": "global", "idle_share": "global",
+    "dynamic_energy_global_j": "global", "idle_share": "global", "energy_per_solved_j": "global",
 }
 DYNAMIC = {"dynamic_energy_cpu_j": "cpu", "dynamic_energy_gpu_j": "gpu", "dynamic_energy_wall_j": "wall",
            "dynamic_energy_global_j": "global"}

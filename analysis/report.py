@@ -7,8 +7,8 @@ analysis/report_verdicts.py, the caveats in analysis/report_caveats.py, the tabl
 in analysis/report_tables.py. Energy is labelled measured or estimated wherever it appears, and
 measured and estimated figures are never combined or compared: such a number is refused.
 
-Adding a section (e.g. pass@1): write a function that returns a ``Section`` (in a module of its own,
-say analysis/report_pass.py) and fill it with ``.text()``, ``.items()``, ``.table()``, ``.figure()``
+Adding a section (as analysis/report_pass.py does for pass@1): write a function that returns a
+``Section`` (in a module of its own) and fill it with ``.text()``, ``.items()``, ``.table()``, ``.figure()``
 (``.subsection()`` for a heading inside it); then insert it into ``sections`` in ``build`` where it
 belongs. The shared templates lay its parts out in both formats; nothing else changes. For a layout
 of its own, give ``Section(template="name")`` (and ``data=...``) and write
@@ -34,6 +34,7 @@ from analysis.catalog import ALL_VARIABLES
 from analysis.quantities import TIMING_QUANTILES, TIMINGS
 from analysis.report_caveats import POLICY, caveats, provenance_summary
 from analysis.report_content import Section
+from analysis.report_pass import pass_section
 from analysis.report_setup import setup_section
 from analysis.report_tables import kinds, kinds_text, prov_table, vlabel
 from analysis.report_verdicts import USAGE, energy_variable, rq1, rq2, rq3
@@ -201,9 +202,10 @@ def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.Data
     sections = [
         intro(runs, med, stats, left_out, notes, source, table_input, table_only, selection, agg, sav),
         rq1_sec, rq2_sec, rq3_sec,
+        pass_section(runs, figures),
         left_out_section(notes1 + notes2 + notes3),
         medians_section(med),
-        more_figures_section(runs, figures, {evar, "time_s", "pareto", *USAGE}, timeseries),
+        more_figures_section(runs, figures, {evar, "time_s", "pareto", "solved", *USAGE}, timeseries),
         runs_left_out_section(left_out),
         setup_section(manifests or {}),
         Section("Files").items(FILES),

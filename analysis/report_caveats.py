@@ -131,6 +131,12 @@ def caveats(runs: pd.DataFrame, med: pd.DataFrame, stats: pd.DataFrame, left_out
                     + ", ".join(f"{m} {c} ({100 * r:.1f} % of prompts identical)"
                                 for m, c, r in zip(mism["model"], mism["config"], mism["output_match_rate"]))
                     + ". Those configurations did not do the same work; they are flagged in every table.")
+    workloads = sorted({str(w) for w in runs["workload"].dropna()}) if "workload" in runs else []
+    if len(workloads) > 1:
+        loud.append(f"Runs of {len(workloads)} workloads ({', '.join(workloads)}) are analysed together: the tables, "
+                    "tests and verdicts pool them per model and configuration, though they are different work (the "
+                    "section on solved tasks uses the humaneval runs alone). Analyse each workload apart "
+                    "(--runs, or a results folder per workload).")
     if notes.get("no_reference"):
         other.append("Output equivalence not checked (no torch run of the same provider for the model): "
                      + ", ".join(notes["no_reference"]) + ".")

@@ -21,7 +21,7 @@ def fmt(v, var: str = "") -> str:
     if isinstance(v, str):
         return v
     v = float(v)
-    if var in ("output_match_rate", "idle_share"):
+    if var in ("output_match_rate", "idle_share", "pass_at_1"):
         return f"{100 * v:.1f} %"
     if var.endswith("_pct") or var.endswith("pct"):
         return f"{v:.1f}"

@@ -193,3 +193,20 @@ def set_study(folder: Path, name: str, cell: dict | None = None) -> Path:
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, path)
     return Path(folder)
+
+
+def set_scoring(folder: Path, solved: int, problems: int = 164, isolation: str = "namespace",
+                unsafe: bool = False) -> Path:
+    """Make a run folder a scored run of the humaneval workload (run.json workload and scoring, as the
+    bench writes them after the run)."""
+    path = Path(folder) / "run.json"
+    manifest = json.loads(path.read_text())
+    manifest["workload"] = {"name": "humaneval", "problems": problems, "replayed": problems, "skipped_count": 0,
+                            "skipped": []}
+    manifest["scoring"] = {"problems": problems, "solved": solved, "pass_at_1": solved / problems,
+                           "failures": {"assertion": problems - solved}, "unsafe": unsafe,
+                           "isolation": {"isolation": "UNSAFE-LOCAL" if unsafe else isolation}}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+    return Path(folder)

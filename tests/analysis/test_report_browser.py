@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from analysis.cli import main
-from tests.analysis.runfolders import write_cells
+from tests.analysis.runfolders import set_scoring, write_cells
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)")
@@ -46,7 +46,8 @@ def report(tmp_path_factory):
     cells = {(m, c): {"size_category": cat, "cpu_busy_w": w, "cpu_estimated": True}
              for m, cat in (("codeparrot-small", 1), ("stablecode-completion-alpha-3b-4k", 3))
              for c, w in (("torch-cpu", 40.0), ("onnx-cpu", 30.0), ("ov-cpu", 20.0))}
-    write_cells(root / "results", cells, reps=3)
+    for folder in write_cells(root / "results", cells, reps=3):  # scored humaneval runs: the pass@1 section too
+        set_scoring(folder, {"torch-cpu": 9, "onnx-cpu": 9, "ov-cpu": 0}[json.loads((folder / "run.json").read_text())["config"]])
     out = root / "out"
     assert main(["--results", str(root / "results"), "--out", str(out), "--quiet", "--jobs", "1"]) == 0
     probe = out / "probe.html"
@@ -61,7 +62,8 @@ def test_figures_load_and_fit_the_page(report, width):
     m = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout, re.S)
     assert m, res.stderr[-2000:]
     seen = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    assert len(seen["imgs"]) >= 6  # box plots, the Pareto scatter, the time series
+    assert len(seen["imgs"]) >= 7  # box plots, the Pareto scatter, energy vs pass@1, the time series
+    assert any(i["src"] == "figures/solved_energy_pass_at_1.png" for i in seen["imgs"])
     bad = [i for i in seen["imgs"] if not i["loaded"] or i["left"] < 0 or i["right"] > seen["width"] + 0.5]
     assert bad == []
     assert seen["scroll"] <= seen["width"] + 1  # nothing wider than the window (wide tables scroll inside)
