@@ -56,6 +56,13 @@ class LocalSampler:
                                 **({"max_device_watts": self.choice.max_device_watts} if self.choice else {}))
         self._sampler.start(run_dir)
 
+    @property
+    def exporters(self) -> dict[str, str]:
+        """{name: loopback URL} of the exporters this sampler started (not the extra targets)."""
+        if self._sampler is None:
+            return {}
+        return {n: t.url for n, t in self._sampler.targets.items() if n not in self.extra_targets}
+
     def mark(self) -> bool:
         """Scrape every exporter now (Sampler.mark): the protocol's phase edges."""
         return self._sampler.mark() if self._sampler is not None else False
@@ -132,7 +139,8 @@ def start_local_exporters(service_pid: int | None, *, log_dir: Path | None = Non
                           pid_file: Path | None = None, powercap_root: Path = Path("/sys/class/powercap"),
                           netio_url: str | None = None, extra_args: dict[str, list[str]] | None = None,
                           ready_timeout_s: float = 20.0, choice=None,
-                          only: tuple[str, ...] | None = None) -> tuple[dict[str, str], Callable[[], None]]:
+                          only: tuple[str, ...] | None = None,
+                          addr: str = "127.0.0.1") -> tuple[dict[str, str], Callable[[], None]]:
     """Start, as subprocesses on free loopback ports, the exporters of ``choice`` (a
     loadgen.sampling.SensorChoice; default: auto everywhere, what this machine supports): host (watching
     ``service_pid``'s tree); CPU: auto = rapl if powercap is readable, else estimate (and rapl too where
@@ -144,7 +152,9 @@ def start_local_exporters(service_pid: int | None, *, log_dir: Path | None = Non
     by its environment only: never a command line, which any user can read. ``pid_file``: the host
     exporter follows the pid written there instead (for a service started after the exporters). Whether
     this machine can satisfy the choice is loadgen.sampling.check_sensors' job, before a run starts.
-    ``only``: start just these of the planned exporters (the live stack runs the others).
+    ``only``: start just these of the planned exporters (the live stack runs the others). ``addr``: where
+    they listen (a Slurm job's: every address, so that a Prometheus elsewhere scrapes them; the returned
+    URLs are this machine's loopback either way).
     Returns ({name: url}, stop); an exporter that fails to start is left out with a warning (its log
     says why)."""
     from loadgen.sampling import SensorChoice
@@ -185,7 +195,7 @@ def start_local_exporters(service_pid: int | None, *, log_dir: Path | None = Non
     for name, (module, args) in plan.items():
         ready = Path(tmp.name) / f"{name}.json"
         logf = open(logs / f"{name}.log", "ab")
-        argv = [sys.executable, "-m", f"services.exporters.{module}", "--port", "0", "--addr", "127.0.0.1",
+        argv = [sys.executable, "-m", f"services.exporters.{module}", "--port", "0", "--addr", addr,
                 "--ready-file", str(ready), "--exit-with-parent", *args, *extra_args.get(name, [])]
         p = subprocess.Popen(argv, cwd=ROOT, env={**env, **netio_env} if name == "netio" else env, stdout=logf,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

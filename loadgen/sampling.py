@@ -246,13 +246,14 @@ def default_powercap_root(environ=os.environ) -> Path:
     return Path(root) if root else Path("/sys/class/powercap")
 
 
-def local_sampler(interval_s: float, choice: SensorChoice | None = None):
+def local_sampler(interval_s: float, choice: SensorChoice | None = None, addr: str = "127.0.0.1"):
     """The exporters this machine supports (or those ``choice`` names), sampled every ``interval_s``
-    (loadgen/local_exporters.py).
+    (loadgen/local_exporters.py), listening on ``addr`` (a Slurm job: every address, for file_sd).
 
     ``WATTSERVE_POWERCAP_ROOT`` points the RAPL exporter at another powercap tree than
     /sys/class/powercap (a host's /sys mounted into a container, a simulated tree in the tests).
     """
     from loadgen.local_exporters import LocalSampler
 
-    return LocalSampler(interval_s=interval_s, powercap_root=default_powercap_root(), choice=choice or SensorChoice())
+    return LocalSampler(interval_s=interval_s, powercap_root=default_powercap_root(), choice=choice or SensorChoice(),
+                        addr=addr)

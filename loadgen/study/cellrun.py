@@ -26,11 +26,13 @@ def cell_run_plan(chk: Checked, plan: dict, cell: Cell, position: int, cells: in
                "cells": cells, "seed": plan["seed"], "spec_sha256": plan["spec_sha256"], **(extra or {})})
 
 
-def study_sampler(chk: Checked):
-    """This machine's sensors as the spec chooses them (None: ``sensors: false``)."""
+def study_sampler(chk: Checked, addr: str = "127.0.0.1"):
+    """This machine's sensors as the spec chooses them (None: ``sensors: false``), their exporters
+    listening on ``addr``."""
     p = chk.spec.protocol
     if not p.sensors:
         return None
     from loadgen.sampling import local_sampler
 
-    return local_sampler(p.sample_interval_s, choice=p.sensors.choice() if isinstance(p.sensors, Sensors) else None)
+    return local_sampler(p.sample_interval_s, choice=p.sensors.choice() if isinstance(p.sensors, Sensors) else None,
+                         addr=addr)

@@ -52,6 +52,7 @@ spec (YAML; every key is checked, a typo is an error):
     sbatch_options: []        # more sbatch arguments, e.g. ["--constraint=a100"]
     max_jobs: 0               # at most this many jobs submitted at once (0: no limit)
     poll_s: 2                 # how often squeue is asked
+    exporters_listen: 0.0.0.0 # where each job's exporters listen (Prometheus finds them: file_sd)
 
 Stop it at any moment (Ctrl-C, kill, power loss): the same command continues where it stopped.
 exit status: 0 every cell complete, 1 a cell failed after its retries (or the study had to stop),

@@ -3,7 +3,8 @@
 The coordinator (executors/slurm.py) submits this as the job's only command. It checks the spec on
 this node (GPU, sensors, runner: a node that cannot serve the cell fails the attempt before any run
 starts), reads the study's plan (the same seed and order; a changed spec is refused) and runs the
-cell with the same run protocol as the local executor, its exporters on this node. The Slurm job id,
+cell with the same run protocol as the local executor, its exporters on this node (advertised to the
+coordinator's Prometheus file_sd while they serve: loadgen/study/targets.py). The Slurm job id,
 node and partition join run.json's ``study`` entry. Slurm stops a job with SIGTERM (scancel, time
 limit, node shutdown), then SIGKILL after KillWait: the run is then marked failed/abandoned, its rows
 kept, and the coordinator retries the cell. exit status: 0 complete, 1 not, 2 bad input.
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -26,6 +28,19 @@ def slurm_env() -> dict:
     env = os.environ
     return {"job_id": env.get("SLURM_JOB_ID"), "node": env.get("SLURMD_NODENAME"),
             "partition": env.get("SLURM_JOB_PARTITION"), "cluster": env.get("SLURM_CLUSTER_NAME")}
+
+
+def advertised(sampler, chk, job: dict):
+    """The sampler, its exporters advertised to the coordinator's file_sd (loadgen/study/targets.py)."""
+    from loadgen.study.executors.slurm_jobs import SLURM_DIR
+    from loadgen.study.targets import NODE_LABEL, TARGETS_DIR, AdvertisedSampler, node_address
+
+    if sampler is None or not job.get("job_id"):
+        return sampler
+    path = chk.study_dir / SLURM_DIR / TARGETS_DIR / f"{job['job_id']}.json"
+    labels = {NODE_LABEL: job.get("node") or socket.gethostname(), "study": chk.spec.name,
+              "slurm_job": job["job_id"]}
+    return AdvertisedSampler(sampler, path, labels, node_address(os.environ.get("SLURM_SUBMIT_HOST")))
 
 
 def killed_by_slurm(job: dict) -> str:
@@ -69,11 +84,12 @@ def main(argv=None) -> int:
 
     cell = order[args.position - 1]
     job = slurm_env()
+    listen = (spec.slurm.exporters_listen if spec.slurm else "0.0.0.0")
     print(f"slurm job {job['job_id']} on {job['node']}: {cell.label} (cell {args.position}/{len(order)}, "
           f"attempt {args.attempt})", flush=True)
     run_plan = cell_run_plan(chk, plan, cell, args.position, len(order), args.attempt, extra={"slurm": job})
     try:
-        run_dir = run_once(run_plan, sampler=study_sampler(chk))
+        run_dir = run_once(run_plan, sampler=advertised(study_sampler(chk, addr=listen), chk, job))
     except RunInterrupted as exc:
         m = json.loads((exc.run_dir / MANIFEST).read_text())
         abandon(exc.run_dir, m, killed_by_slurm(job))

@@ -102,6 +102,9 @@ class SlurmOptions(Strict):
     sbatch_options: list[str] = []  # extra sbatch arguments, e.g. [--constraint=a100, --qos=bench]
     max_jobs: int = Field(0, ge=0)  # at most this many submitted at once (0: no limit)
     poll_s: float = Field(2.0, gt=0, le=60, allow_inf_nan=False)  # how often squeue is asked
+    # where a job's exporters listen: every address, so a Prometheus elsewhere scrapes them (file_sd,
+    # loadgen/study/targets.py); 127.0.0.1 keeps them to the node (then nothing scrapes them live)
+    exporters_listen: str = Field("0.0.0.0", pattern=r"^[0-9a-fA-F.:]+$")
 
 
 class StudySpec(Strict):

@@ -52,8 +52,8 @@ def run_study(spec: Path, *args: str, timeout: float = 600, **env: str) -> subpr
 class Study:
     """A study runner in the background, its output collected line by line."""
 
-    def __init__(self, spec: Path, **env: str) -> None:
-        self.proc = subprocess.Popen(study_cmd(spec), cwd=ROOT, env=bench_env(**env), stdout=subprocess.PIPE,
+    def __init__(self, spec: Path, *args: str, **env: str) -> None:
+        self.proc = subprocess.Popen(study_cmd(spec, *args), cwd=ROOT, env=bench_env(**env), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()

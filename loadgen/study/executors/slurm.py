@@ -9,10 +9,15 @@ study folder, which the nodes share:
   finds its job in the queue: a resume never submits a cell that is pending or running.
 - A job that left the queue is judged by its run folder (run.json names the job id): complete, failed
   (retried up to ``retries``), or cut off (SIGKILL after KillWait, node failure: marked failed/abandoned
-  here with its rows kept, and retried). A job that ended before making a run folder is a failed attempt.
+  here with its rows kept, and retried, not counted against ``retries``). A job that ran but ended before
+  making a run folder is a failed attempt; one cancelled before it started costs nothing.
+- Order: cells are submitted strictly in the plan's order (a later cell never jumps ahead in the queue).
 - Blocking on hardware: the cells of one (repetition, model) go to the node where its first run went
-  (``--nodelist``); the others of that group wait until that node is known. A drained node's pending
-  cells wait for it; none is lost.
+  (``--nodelist``), so one block is measured on one host fingerprint; the others of that group, and
+  every cell after them, wait until that node is known. A drained node's pending cells wait for it;
+  none is lost. A block whose runs still differ in fingerprint is reported (and analysed apart).
+- Monitoring: the running jobs' exporters are kept in a Prometheus file_sd file, labelled ``node``
+  (loadgen/study/targets.py).
 - Ctrl-C / SIGTERM stops the coordinator, not the jobs (they finish and are picked up by the next
   start), unless ``--cancel-on-exit``; either way it says which jobs.
 """
@@ -20,135 +25,20 @@ study folder, which the nodes share:
 from __future__ import annotations
 
 import collections
-import json
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from loadgen.runfolder import MANIFEST
+from loadgen.study.executors.slurm_jobs import (JOBS_FILE, SLURM_DIR, append_job, cut_off, job_name, job_started,
+                                                other_hardware, parse_name, queue, read_jobs, require_slurm,
+                                                runs_by_job, sbatch_argv)
 from loadgen.study.plan import Cell, Checked, load_or_create_plan
-from loadgen.study.spec import SlurmOptions, StudyError
-from loadgen.study.state import RUNS_DIR, abandon, reconcile
+from loadgen.study.spec import SlurmOptions
+from loadgen.study.state import abandon, reconcile
 from loadgen.study.summary import summary_text, write_summary
-
-SLURM_DIR = "slurm"
-JOBS_FILE = "jobs.jsonl"
-LIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED",
-               "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
-ROOT = Path(__file__).resolve().parents[3]
-
-
-@dataclass
-class Job:
-    job_id: str
-    name: str
-    state: str
-    node: str  # "" while pending
-    reason: str
-
-
-def job_name(study: str, position: int, attempt: int) -> str:
-    return f"ws.{study}.{position}.{attempt}"
-
-
-def parse_name(name: str, study: str) -> tuple[int, int] | None:
-    prefix = f"ws.{study}."
-    if not name.startswith(prefix):
-        return None
-    try:
-        pos, attempt = name[len(prefix):].split(".")
-        return int(pos), int(attempt)
-    except ValueError:
-        return None
-
-
-def require_slurm() -> None:
-    missing = [c for c in ("sbatch", "squeue", "scancel") if shutil.which(c) is None]
-    if missing:
-        raise StudyError(f"--executor slurm: no {', '.join(missing)} on PATH (a Slurm client; a test cluster: "
-                         "scripts/slurm/start-cluster.sh)")
-    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30)
-    if out.returncode != 0:
-        raise StudyError(f"--executor slurm: squeue fails ({out.stderr.strip()}); is slurmctld up?")
-
-
-def queue(study: str) -> dict[str, Job]:
-    """This study's jobs still in Slurm's queue (pending, running, completing), by job id."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%N|%r"], capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        raise RuntimeError(f"squeue failed: {out.stderr.strip()}")
-    jobs = {}
-    for line in out.stdout.splitlines():
-        job_id, name, state, node, reason = (line.split("|", 4) + [""] * 5)[:5]
-        if parse_name(name, study) and state in LIVE_STATES:
-            jobs[job_id] = Job(job_id, name, state, node if state != "PENDING" else "", reason)
-    return jobs
-
-
-def read_jobs(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut off as it was written: the queue still knows that job (its name)
-    return records
-
-
-def append_job(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-
-
-def runs_by_job(study_dir: Path) -> dict[str, tuple[Path, dict]]:
-    """Run folders that a Slurm job made, by job id."""
-    found = {}
-    runs = study_dir / RUNS_DIR
-    for d in sorted(runs.iterdir()) if runs.is_dir() else []:
-        try:
-            m = json.loads((d / MANIFEST).read_text())
-        except (OSError, ValueError):
-            continue
-        job_id = ((m.get("study") or {}).get("slurm") or {}).get("job_id")
-        if job_id:
-            found[str(job_id)] = (d, m)
-    return found
-
-
-def sbatch_argv(chk: Checked, opts: SlurmOptions, spec_path: Path, cell: Cell, position: int, attempt: int,
-                node: str | None) -> list[str]:
-    name = job_name(chk.spec.name, position, attempt)
-    log = chk.study_dir / SLURM_DIR / f"{name}.%j.log"
-    argv = ["sbatch", "--parsable", "--exclusive", f"--job-name={name}", f"--chdir={ROOT}", f"--output={log}",
-            "--export=ALL"]
-    if opts.partition:
-        argv.append(f"--partition={opts.partition}")
-    if opts.account:
-        argv.append(f"--account={opts.account}")
-    if opts.time_limit:
-        argv.append(f"--time={opts.time_limit}")
-    if cell.config.endswith("-cuda"):
-        argv.append(f"--gpus={opts.gpus_per_job}")
-    if node:
-        argv.append(f"--nodelist={node}")
-    argv += opts.sbatch_options
-    job = [sys.executable, "-m", "loadgen.study.job", str(spec_path.resolve()), "--results",
-           str(chk.study_dir.parent), "--position", str(position), "--attempt", str(attempt)]
-    return argv + ["--wrap", "exec " + shlex.join(job)]
-
-
-def cut_off(job_id: str) -> str:
-    return (f"abandoned: Slurm job {job_id} ended during this run without writing it (SIGKILL after KillWait, "
-            "node failure or a killed job); found by the coordinator; the cell runs again")
+from loadgen.study.targets import NODE_LABEL, FileSD, stack_file_sd
 
 
 def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_on_exit: bool = False) -> int:
@@ -175,9 +65,9 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
         ((m.get("study") or {}).get("slurm") or {}).get("job_id")) in live else cut_off(
         str(((m.get("study") or {}).get("slurm") or {}).get("job_id"))))
     by_job = runs_by_job(chk.study_dir)
-    failed_no_run = collections.Counter()  # jobs that ended before making a run folder: failed attempts
+    failed_no_run = collections.Counter()  # jobs that ran but ended before making a run folder: failed attempts
     for r in records:
-        if r["job_id"] not in live and r["job_id"] not in by_job:
+        if r["job_id"] not in live and r["job_id"] not in by_job and job_started(chk.study_dir, r["job_id"]):
             failed_no_run[order[r["position"] - 1]] += 1
     inflight: dict[str, tuple[Cell, int]] = {j.job_id: (order[parse_name(j.name, spec.name)[0] - 1],
                                                         parse_name(j.name, spec.name)[1]) for j in live.values()}
@@ -218,6 +108,10 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt
 
+    stack_sd, why = stack_file_sd(spec.name)
+    file_sd = FileSD(chk.study_dir / SLURM_DIR, [stack_sd] if stack_sd else [])
+    print(f"monitoring: the running jobs' exporters in {', '.join(map(str, file_sd.paths))} (file_sd, label "
+          f"{NODE_LABEL}){'' if stack_sd else f'; {why}'}", flush=True)
     old_term = signal.signal(signal.SIGTERM, on_sigterm)
     submitted, interrupted, stop_reason = 0, False, None
     try:
@@ -228,7 +122,7 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
                     break
                 ok, node = group_node(c)
                 if not ok:
-                    continue
+                    break  # strictly in the plan's order: a later cell never jumps ahead in Slurm's queue
                 attempt = max(last_attempt[c], cells[c].attempts if c in cells else 0) + 1
                 argv = sbatch_argv(chk, opts, spec_path, c, position[c], attempt, node)
                 out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
@@ -247,6 +141,7 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
                       f"{' on ' + node if node else ''}", flush=True)
             time.sleep(opts.poll_s)
             live = queue(spec.name)
+            file_sd.update({j for j, job in live.items() if job.state in ("RUNNING", "COMPLETING")})
             ended = [j for j in inflight if j not in live]
             if not ended:
                 continue
@@ -254,7 +149,9 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
             for job_id in ended:
                 c, attempt = inflight.pop(job_id)
                 st = cells[c]
-                if job_id not in by_job:
+                if job_id not in by_job and not job_started(chk.study_dir, job_id):
+                    outcome, error = "cancelled", f"job {job_id} left the queue before it started (scancel?)"
+                elif job_id not in by_job:
                     failed_no_run[c] += 1
                     outcome, error = "failed", f"job {job_id} ended without a run folder (see {SLURM_DIR}/*.{job_id}.log)"
                 else:
@@ -265,6 +162,7 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
                     outcome, error = m.get("status"), m.get("error")
                     if outcome == "complete":
                         st.complete.append(d.name)
+                        other_hardware(by_job, m)
                     elif outcome == "failed" and not m.get("abandoned"):
                         st.failed.append(d.name)
                     else:
@@ -274,7 +172,7 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
                       f"{': ' + error.splitlines()[0] if error else ''}", flush=True)
                 if outcome == "complete":
                     continue
-                abandoned = job_id in by_job and by_job[job_id][1].get("abandoned")
+                abandoned = outcome == "cancelled" or (job_id in by_job and by_job[job_id][1].get("abandoned"))
                 if not abandoned:
                     budget[c] -= 1
                     st.last_error = error
@@ -287,6 +185,8 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
         pass
     finally:
         signal.signal(signal.SIGTERM, old_term)
+    if not inflight or cancel_on_exit:
+        file_sd.close()  # nothing of this study left to scrape (jobs left running keep their targets)
     if (interrupted or stop_reason) and inflight:
         listed = ", ".join(f"{j} ({c.label})" for j, (c, _) in sorted(inflight.items()))
         if cancel_on_exit:
