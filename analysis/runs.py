@@ -223,8 +223,10 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
                   if isinstance(x, dict) and not x.get("available")],
     }
     gen = manifest.get("generation") or {}
+    # the work a run did: equal prompts, limits and stop strings (none recorded = none sent)
     work = json.dumps([(manifest.get("prompts") or {}).get("sha256"),
-                       *(gen.get(k) for k in ("greedy", "max_length", "max_new_tokens", "ignore_eos"))])
+                       *(gen.get(k) for k in ("greedy", "max_length", "max_new_tokens", "ignore_eos")),
+                       list(gen.get("stop") or [])])
     record = RunRecord(row=row, work=work)
     span = None
     try:

@@ -93,6 +93,22 @@ def test_runs_that_did_different_work_are_not_compared(tmp_path, other):
     assert notes["work_differs"] == ["codeparrot-small onnx-cpu"]
 
 
+@pytest.mark.parametrize("stop, compared", [(["\ndef", "\n#"], False), ([], True)])
+def test_stop_strings_sent_are_part_of_the_work(tmp_path, stop, compared):
+    """A run that sent stop strings did other work than one that sent none; none recorded (a run made
+    before run.json had generation.stop) is none sent."""
+    import json
+
+    write_run(tmp_path, config="torch-cpu", start=T0, with_series=False)
+    onnx = write_run(tmp_path, config="onnx-cpu", start=T0 + 100, with_series=False)
+    m = json.loads((onnx / "run.json").read_text())
+    m["generation"]["stop"] = stop
+    (onnx / "run.json").write_text(json.dumps(m))
+    runs, _, notes = read_results(tmp_path, jobs=1, quiet=True)
+    rate = runs.set_index("config").loc["onnx-cpu", "output_match_rate"]
+    assert (rate == 1.0) if compared else (np.isnan(rate) and notes["work_differs"] == ["codeparrot-small onnx-cpu"])
+
+
 def test_cli_without_series_still_reports(tmp_path):
     rng = np.random.default_rng(0)
     start = T0
