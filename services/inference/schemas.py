@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, StringConstraints,
-                      ValidationInfo, field_validator)
+                      ValidationInfo, field_validator, model_validator)
 
 from services.inference.watcher import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
 
@@ -65,8 +65,20 @@ UNSUPPORTED = {  # OpenAI fields this service refuses unless they ask for the de
 }
 
 
+class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options`` (only with ``stream: true``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: StrictBool = Field(default=False, description="a last chunk with empty choices and the usage")
+
+
+STREAM_FIELD = Field(default=False, description="true: Server-Sent Events (text/event-stream), one chunk per "
+                                                "piece of text as it is generated, then data: [DONE]")
+
+
 class CompletionRequest(BaseModel):
-    """The OpenAI ``/v1/completions`` subset this service honours: greedy, one prompt, no stream.
+    """The OpenAI ``/v1/completions`` subset this service honours: greedy, one prompt, streamed or not.
 
     The OpenAI fields it cannot honour (``echo``, ``logprobs``, ``best_of`` > 1, ``suffix``, ``n`` > 1,
     a temperature above 0) are refused by name; other unknown fields are ignored so standard clients work.
@@ -79,7 +91,8 @@ class CompletionRequest(BaseModel):
     max_tokens: StrictInt = Field(default=16, ge=1)
     temperature: StrictFloat = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
     n: Literal[1] = Field(default=1, description="one completion per request")
-    stream: Literal[False] = False
+    stream: StrictBool = STREAM_FIELD
+    stream_options: StreamOptions | None = None
     stop: Stop = STOP_FIELD
     ignore_eos: StrictBool = Field(default=False, description="keep generating past end-of-sequence (vLLM's field)")
     seed: StrictInt | None = Field(default=None, description="accepted and logged; decoding is greedy, so every "
@@ -89,17 +102,20 @@ class CompletionRequest(BaseModel):
     best_of: Literal[1] | None = Field(default=None, description="not supported: only 1 or null")
     suffix: None = Field(default=None, description="not supported: only null")
 
-    @field_validator("n", "stream", mode="before")
+    @field_validator("n", mode="before")
     @classmethod
     def exact_type(cls, value, info: ValidationInfo):
-        """Literal[1] alone takes true and 1.0, Literal[False] takes 0 (Python equality): not what
-        the schema says."""
-        expected = int if info.field_name == "n" else bool
-        if type(value) is not expected:
-            raise ValueError(f"{info.field_name} must be {'the integer 1' if expected is int else 'false'}, "
-                             f"got {value!r}" + ("; this service generates one completion per request"
-                                                  if info.field_name == "n" else ""))
+        """Literal[1] alone takes true and 1.0 (Python equality): not what the schema says."""
+        if type(value) is not int:
+            raise ValueError(f"n must be the integer 1, got {value!r}; this service generates one completion "
+                             "per request")
         return value
+
+    @model_validator(mode="after")
+    def options_need_a_stream(self):
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed with stream: true")
+        return self
 
     @field_validator(*UNSUPPORTED, mode="before")
     @classmethod
@@ -132,6 +148,31 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: CompletionUsage
+
+
+class CompletionChunkChoice(BaseModel):
+    text: str
+    index: int = 0
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = Field(description="null until the last token's chunk")
+
+
+class CompletionChunk(BaseModel):
+    """One ``data:`` event of a streamed completion (as OpenAI's: the same object as the whole response,
+    each choice holding the new piece of text)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChunkChoice] = Field(description="one choice; empty in the usage chunk")
+    usage: CompletionUsage | None = Field(default=None, description="only in the last chunk, with "
+                                          "stream_options.include_usage (null before it)")
+
+
+#: the 200 of an operation that can stream: JSON, or Server-Sent Events of ``data: {chunk}`` then ``data: [DONE]``
+EVENT_STREAM = {"text/event-stream": {"schema": {"type": "string", "description": "Server-Sent Events: "
+                "data: {chunk JSON} per piece of text, data: [DONE] at the end"}}}
 
 
 class ErrorResponse(BaseModel):
@@ -179,16 +220,15 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: StrictInt = Field(default=16, ge=1)
     temperature: StrictFloat = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
     n: Literal[1] = Field(default=1, description="one completion per request")
-    stream: Literal[False] = False
+    stream: StrictBool = STREAM_FIELD
+    stream_options: StreamOptions | None = None
     stop: Stop = STOP_FIELD
     ignore_eos: StrictBool = False
     seed: StrictInt | None = None
     logprobs: Literal[False] | None = Field(default=None, description="not supported: only false or null")
 
-    @field_validator("n", "stream", mode="before")
-    @classmethod
-    def exact_type(cls, value, info: ValidationInfo):
-        return CompletionRequest.exact_type(value, info)
+    exact_type = field_validator("n", mode="before")(CompletionRequest.exact_type.__func__)
+    options_need_a_stream = model_validator(mode="after")(CompletionRequest.options_need_a_stream)
 
 
 class ChatReply(BaseModel):
@@ -209,3 +249,27 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: CompletionUsage
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = Field(default=None, description="in the first chunk only")
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChatDelta
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = Field(description="null until the last token's chunk")
+
+
+class ChatCompletionChunk(BaseModel):
+    """One ``data:`` event of a streamed chat completion (OpenAI's ``chat.completion.chunk``)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice] = Field(description="one choice; empty in the usage chunk")
+    usage: CompletionUsage | None = Field(default=None, description="only in the last chunk, with "
+                                          "stream_options.include_usage (null before it)")

@@ -1,24 +1,23 @@
-"""The inference service without HTTP: one configuration, one model, one tokenizer, one lock.
+"""The inference service without HTTP: one configuration, one model, one tokenizer, one serving thread.
 
 Tokenization is shared by every engine (the same ids for everyone); the engine only maps prompt
-ids to greedily generated ids. Requests are serialized: batch 1, as the study served, and no
-engine's state can mix two requests' outputs.
+ids to greedily generated ids. Requests are serialized on the one serving thread: batch 1, as the
+study served, and no engine's state can mix two requests' outputs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from services.inference.configs import ServingConfig
 from services.inference.engines import Engine, EngineSettings, engine_class
+from services.inference.generation import Generation, GenerationJob, InvalidRequest
 from services.inference.schemas import DEFAULT_MAX_LENGTH
-from services.inference.watcher import GenerationWatcher
+from services.inference.watcher import GenerationWatcher, TextListener
 from services.models.resolve import ModelSpec, context_length, materialize
 
 log = logging.getLogger("wattserve.inference")
@@ -55,36 +54,6 @@ def warmup_shapes(tokenize, prompts_file: Path | None) -> list[list[int]]:
     return [by_length[n] for n in sorted(by_length)]
 
 
-class InvalidRequest(ValueError):
-    """A request the service refuses (HTTP 422), with a message that says what is wrong; ``field``
-    names the request field at fault (None: the combination)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
-@dataclass
-class Generation:
-    text: str
-    token_ids: list[int]
-    prompt_tokens: int
-    completion_tokens: int
-    started_at: float
-    finished_at: float
-    finish_reason: str  # "stop" (a stop string), "eos" (the model's end of sequence), "length" (the limit)
-    first_token_at: float | None = None  # when the first new token existed (engine streamer), epoch s
-
-    @property
-    def openai_finish_reason(self) -> str:
-        """OpenAI says "stop" for a stop string and for end-of-sequence alike."""
-        return "length" if self.finish_reason == "length" else "stop"
-
-    @property
-    def latency_s(self) -> float:
-        return self.finished_at - self.started_at
-
-
 def cuda_device_uuids() -> list[str]:
     """NVML-style UUIDs (``GPU-…``, as nvidia-smi, NVML and dcgm-exporter name the board) of the CUDA device
     this process serves on: torch's current device, which is also the one ONNX Runtime's CUDA provider
@@ -119,7 +88,6 @@ class InferenceService:
         self.error: str | None = None
         self.load_seconds: float | None = None
         self.engine: Engine | None = None
-        self._lock = threading.Lock()
         self._gpu_uuids: list[str] | None = None
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -219,10 +187,11 @@ class InferenceService:
             )
         return max_length - prompt_tokens
 
-    def generate(self, prompt: str, max_new_tokens: int | None = None, max_length: int | None = None,
-                 ignore_eos: bool = False, stop: list[str] | None = None) -> Generation:
-        """Greedy generation; the text ends before the first of the ``stop`` strings (the token count
-        still counts every token generated, the one that completed the stop string included)."""
+    def prepare(self, prompt: str, max_new_tokens: int | None = None, max_length: int | None = None,
+                ignore_eos: bool = False, stop: list[str] | None = None,
+                on_text: TextListener | None = None) -> GenerationJob:
+        """Validate and tokenize a request (InvalidRequest: refused, nothing run). ``on_text`` hears the
+        text as it is produced (a stream), on the serving thread."""
         if not self.ready or self.engine is None:
             raise RuntimeError(f"service not ready ({self.state})")
         if not prompt.strip():
@@ -234,32 +203,15 @@ class InferenceService:
         if not ids:
             raise InvalidRequest("prompt tokenizes to no tokens", "prompt")
         new = self.limits(len(ids), max_new_tokens, max_length)
-        watcher = GenerationWatcher(self.tokenizer, stop)
+        watcher = GenerationWatcher(self.tokenizer, stop, on_text=on_text, limit=new, eos_ids=self.eos_ids,
+                                    ignore_eos=ignore_eos)
+        return GenerationJob(self, ids, new, ignore_eos, watcher)
 
-        def run() -> tuple[float, list[int], float]:
-            started = time.time()
-            out = self.engine.generate(ids, new, new if ignore_eos else 0, streamer=watcher,
-                                       should_stop=watcher.should_stop if watcher.stops else None)
-            return started, out, time.time()
-
-        with self._lock:
-            started, out, finished = self.executor.submit(run).result()
-        if watcher.stopped:
-            reason = "stop"
-        elif out and out[-1] in self.eos_ids and not ignore_eos:
-            reason = "eos"
-        else:
-            reason = "length"
-        return Generation(
-            text=watcher.text if watcher.stops else self.tokenizer.decode(out, skip_special_tokens=True),
-            token_ids=out,
-            prompt_tokens=len(ids),
-            completion_tokens=len(out),
-            started_at=started,
-            finished_at=finished,
-            finish_reason=reason,
-            first_token_at=watcher.first_token_at,
-        )
+    def generate(self, prompt: str, max_new_tokens: int | None = None, max_length: int | None = None,
+                 ignore_eos: bool = False, stop: list[str] | None = None) -> Generation:
+        """Greedy generation; the text ends before the first of the ``stop`` strings (the token count
+        still counts every token generated, the one that completed the stop string included)."""
+        return self.prepare(prompt, max_new_tokens, max_length, ignore_eos, stop).submit().result()
 
     def gpu_uuids(self) -> list[str]:
         """The serving GPU(s), once the model is loaded on them ([] for a CPU configuration)."""

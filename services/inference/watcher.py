@@ -4,7 +4,9 @@ Every engine speaks transformers' streamer protocol (``put`` the prompt, then ea
 ``end``) and asks ``should_stop()`` after each token (a transformers ``StoppingCriteria`` or the jit
 loop's own check). The watcher turns the tokens into text pieces (only when someone needs them:
 stop strings or a stream), cuts the text before the first stop string, and holds back the tail that
-could still become one, so a stream never sends text that a later token turns into a stop.
+could still become one, so a stream never sends text that a later token turns into a stop. It knows
+when a token is the last one (the limit, an end-of-sequence, a stop string), so a stream's last
+token piece carries the finish reason without waiting for anything.
 """
 
 from __future__ import annotations
@@ -35,14 +37,25 @@ def partial_stop(text: str, stops: list[str]) -> int:
     return longest
 
 
+#: ``on_text(piece, finish)``: finish is None until the last token's call, then "stop" | "eos" | "length"
+TextListener = Callable[[str, "str | None"], None]
+
+
 class GenerationWatcher:
     """A transformers-style streamer for one generation. ``on_text`` (if given) receives each piece of
-    text as soon as it is certain (stop strings cut, the holdback released at the end)."""
+    text as soon as it is certain (stop strings cut, the holdback released at the end), and exactly one
+    call with the finish reason: the last token's (its piece may be empty, as an end-of-sequence's is).
+    ``limit`` (new tokens at most) and ``eos_ids`` let it recognise the last token as it arrives."""
 
-    def __init__(self, tokenizer=None, stops: list[str] | None = None,
-                 on_text: Callable[[str], None] | None = None):
+    def __init__(self, tokenizer=None, stops: list[str] | None = None, on_text: TextListener | None = None,
+                 limit: int | None = None, eos_ids: set[int] | frozenset[int] = frozenset(),
+                 ignore_eos: bool = False):
         self.stops = [s for s in (stops or []) if s]
         self.on_text = on_text
+        self.limit, self.eos_ids, self.ignore_eos = limit, eos_ids, ignore_eos
+        self.tokens = 0  # new tokens heard
+        self.last_token: int | None = None
+        self.finish: str | None = None  # set once the last token has been heard (or at end())
         self.detok = IncrementalDetokenizer(tokenizer) if (self.stops or on_text) and tokenizer else None
         self.puts = 0
         self.first_token_at: float | None = None  # epoch s, the service's clock
@@ -59,15 +72,46 @@ class GenerationWatcher:
             return  # the prompt
         if self.puts == 2:
             self.first_token_at = time.time()
-        if self.detok is None or self.stopped:
+        if self.finish is not None:
             return
         ids = value.reshape(-1).tolist() if hasattr(value, "reshape") else list(value)
         for token in ids:
-            self._add(self.detok.push(token))
+            self.tokens += 1
+            self.last_token = int(token)
+            if self.detok is not None and not self.stopped:  # the last token's piece waits for _finish
+                self._add(self.detok.push(token), final=self._is_eos() or self._at_limit())
+            reason = self._last_reason()
+            if reason is not None:
+                self._finish(reason)
+                return
 
     def end(self) -> None:
+        if self.finish is None:  # the engine ended for a reason the watcher did not see coming
+            self._finish(self._last_reason() or ("eos" if self._is_eos() else "length"))
+
+    def _is_eos(self) -> bool:
+        return self.last_token in self.eos_ids and not self.ignore_eos
+
+    def _last_reason(self) -> str | None:
+        """Why the token just heard is the last one, or None while more can follow."""
+        if self.stopped:
+            return "stop"
+        if self._is_eos():
+            return "eos"
+        if self._at_limit():
+            return "length"
+        return None
+
+    def _at_limit(self) -> bool:
+        return self.limit is not None and self.tokens >= self.limit
+
+    def _finish(self, reason: str) -> None:
+        self.finish = reason
         if self.detok is not None and not self.stopped:
             self._add(self.detok.flush(), final=True)
+        if self.on_text is not None:
+            self.on_text(self.text[self.sent:], reason)
+            self.sent = len(self.text)
 
     def should_stop(self) -> bool:
         return self.stopped or self.cancelled
@@ -83,12 +127,12 @@ class GenerationWatcher:
             cut = first_stop(self.text, self.stops, start) if self.stops else None
             if cut is not None:
                 self.text, self.stopped = self.text[:cut], True
-        if self.on_text is None:
-            return
-        ready = len(self.text) if (final or self.stopped) else len(self.text) - partial_stop(self.text, self.stops)
+        if self.on_text is None or final or self.stopped:
+            return  # the rest goes with the finish reason (_finish)
+        ready = len(self.text) - partial_stop(self.text, self.stops)
         if ready > self.sent:
             piece, self.sent = self.text[self.sent:ready], ready
-            self.on_text(piece)
+            self.on_text(piece, None)
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:

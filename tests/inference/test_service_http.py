@@ -307,7 +307,7 @@ def test_openai_completions_subset(start_server):
     same = server.client.post("/v1/generate", json={"prompt": PROMPTS[3], "max_new_tokens": 9}).json()
     assert body["choices"][0]["text"] == same["text"]
     assert body["choices"][0]["finish_reason"] in ("stop", "length")
-    for bad, status in [({"prompt": "x", "temperature": 0.8}, 422), ({"prompt": "x", "stream": True}, 422),
+    for bad, status in [({"prompt": "x", "temperature": 0.8}, 422), ({"prompt": "x", "stream_options": {"include_usage": True}}, 422),
                         ({"prompt": "x", "n": 2}, 422), ({"prompt": "x", "model": "gpt-4"}, 404)]:
         assert server.client.post("/v1/completions", json=bad).status_code == status, bad
 

@@ -1,0 +1,93 @@
+"""One generation: the validated request as a job on the serving thread, and what it produced.
+
+A job is made (and refused, InvalidRequest) before anything runs, so a stream can still answer 422
+before its first byte; it then runs on the service's single serving thread.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from services.inference.watcher import GenerationWatcher
+
+if TYPE_CHECKING:
+    from services.inference.service import InferenceService
+
+
+class InvalidRequest(ValueError):
+    """A request the service refuses (HTTP 422), with a message that says what is wrong; ``field``
+    names the request field at fault (None: the combination)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: float
+    finished_at: float
+    finish_reason: str  # "stop" (a stop string), "eos" (the model's end of sequence), "length" (the limit)
+    first_token_at: float | None = None  # when the first new token existed (engine streamer), epoch s
+
+    @property
+    def openai_finish_reason(self) -> str:
+        """OpenAI says "stop" for a stop string and for end-of-sequence alike."""
+        return "length" if self.finish_reason == "length" else "stop"
+
+    @property
+    def latency_s(self) -> float:
+        return self.finished_at - self.started_at
+
+
+class GenerationJob:
+    """One validated request, run on the service's serving thread (``submit``). Jobs run one at a time,
+    in the order submitted: the single serving thread is the service's one-at-a-time lock, held by a
+    job until its generation ends, whether it streams or not. ``cancel`` (a client gone) ends the
+    generation at the next token, or skips it if it has not started."""
+
+    def __init__(self, service: InferenceService, ids: list[int], new: int, ignore_eos: bool,
+                 watcher: GenerationWatcher):
+        self.service, self.ids, self.new, self.ignore_eos, self.watcher = service, ids, new, ignore_eos, watcher
+
+    def submit(self) -> Future:
+        """A Future of the Generation (it raises what the engine raised)."""
+        return self.service.executor.submit(self.run)
+
+    def cancel(self) -> None:
+        self.watcher.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.watcher.cancelled
+
+    def run(self) -> Generation:
+        service, watcher = self.service, self.watcher
+        started = time.time()
+        out = [] if watcher.cancelled else service.engine.generate(
+            self.ids, self.new, self.new if self.ignore_eos else 0, streamer=watcher,
+            should_stop=watcher.should_stop if (watcher.stops or watcher.on_text) else None)
+        finished = time.time()
+        if watcher.stopped:
+            reason = "stop"
+        elif out and out[-1] in service.eos_ids and not self.ignore_eos:
+            reason = "eos"
+        else:
+            reason = "length"
+        return Generation(
+            text=watcher.text if watcher.stops else service.tokenizer.decode(out, skip_special_tokens=True),
+            token_ids=out,
+            prompt_tokens=len(self.ids),
+            completion_tokens=len(out),
+            started_at=started,
+            finished_at=finished,
+            finish_reason=reason,
+            first_token_at=watcher.first_token_at,
+        )

@@ -1,0 +1,146 @@
+"""The OpenAI-compatible routes (/v1/completions, /v1/chat/completions, /v1/models): the subset this
+service honours, so the OpenAI SDK, guidellm, AIPerf and ``vllm bench serve`` can talk to it unchanged.
+``stream: true`` answers Server-Sent Events in OpenAI's format (streaming.py carries the pieces)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel
+
+from services.inference.calls import GenerationCalls, error_responses
+from services.inference.generation import Generation
+from services.inference.streaming import DONE_EVENT, EventStreamResponse, TokenStream, sse
+from services.inference.schemas import (
+    EVENT_STREAM,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatDelta,
+    CompletionChunk,
+    CompletionChunkChoice,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatReply,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionUsage,
+    ModelCard,
+    ModelList,
+    stop_list,
+)
+
+log = logging.getLogger("wattserve.inference")
+
+
+def usage(gen: Generation) -> CompletionUsage:
+    return CompletionUsage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                           total_tokens=gen.prompt_tokens + gen.completion_tokens)
+
+
+def include_usage(req: CompletionRequest | ChatCompletionRequest) -> bool:
+    return bool(req.stream_options and req.stream_options.include_usage)
+
+
+def openai_reason(finish: str | None) -> str | None:
+    """The watcher's stop|eos|length as OpenAI's: "stop" for a stop string and end-of-sequence alike."""
+    return None if finish is None else "length" if finish == "length" else "stop"
+
+
+async def sse_events(stream: TokenStream, chunk: Callable[[str, str | None], BaseModel],
+                     usage_chunk: Callable[[CompletionUsage], BaseModel] | None,
+                     first: BaseModel | None = None) -> AsyncIterator[bytes]:
+    """The events of one stream: ``first`` (if any), a chunk per piece of text (the last token's with the
+    finish reason), the usage chunk (if asked for), ``[DONE]``. An engine failure after the first byte
+    can no longer be a 500: it is an ``error`` event (OpenAI's shape, which the SDK raises), and no
+    ``[DONE]``, so no client takes the stream for complete."""
+    exclude = None if usage_chunk else {"usage"}
+    if first is not None:
+        yield sse(first.model_dump(exclude=exclude))
+    try:
+        async with aclosing(stream.pieces()) as pieces:
+            async for piece, finish in pieces:
+                yield sse(chunk(piece, openai_reason(finish)).model_dump(exclude=exclude))
+    except Exception as exc:  # the engine's own exception, already counted as a 500 by calls
+        yield sse({"error": {"message": f"generation failed: {type(exc).__name__}: {exc}", "type": "server_error",
+                             "code": 500}})
+        return
+    if usage_chunk is not None:
+        yield sse(usage_chunk(usage(stream.generation)).model_dump())
+    yield DONE_EVENT
+
+
+def completion_events(stream: TokenStream, head: dict, with_usage: bool) -> AsyncIterator[bytes]:
+    return sse_events(
+        stream, lambda text, finish: CompletionChunk(**head, choices=[
+            CompletionChunkChoice(text=text, finish_reason=finish)]),
+        (lambda u: CompletionChunk(**head, choices=[], usage=u)) if with_usage else None)
+
+
+def chat_events(stream: TokenStream, head: dict, with_usage: bool) -> AsyncIterator[bytes]:
+    """OpenAI's chat stream: a first chunk with the role, then the content pieces."""
+    return sse_events(
+        stream, lambda text, finish: ChatCompletionChunk(**head, choices=[
+            ChatChunkChoice(delta=ChatDelta(content=text), finish_reason=finish)]),
+        (lambda u: ChatCompletionChunk(**head, choices=[], usage=u)) if with_usage else None,
+        first=ChatCompletionChunk(**head, choices=[ChatChunkChoice(delta=ChatDelta(role="assistant", content=""),
+                                                                   finish_reason=None)]))
+
+
+def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
+    router = APIRouter()
+    service, metrics = calls.service, calls.metrics
+
+    @router.post("/v1/completions", response_model=CompletionResponse,
+                 responses={200: {"content": EVENT_STREAM}, **error_responses(404, 413, 415, 500, 503)})
+    def completions(req: CompletionRequest):
+        endpoint = "/v1/completions"
+        calls.check_model(endpoint, req.model)
+        if req.seed is not None:
+            log.info("%s seed=%d (greedy decoding: the seed changes nothing)", endpoint, req.seed)
+        limits = dict(rename={"max_new_tokens": "max_tokens"}, max_new_tokens=req.max_tokens,
+                      stop=stop_list(req.stop), ignore_eos=req.ignore_eos)
+        head = dict(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=service.model.name)
+        if req.stream:
+            stream = calls.stream(endpoint, req.prompt, **limits)
+            return EventStreamResponse(completion_events(stream, head, include_usage(req)), stream)
+        gen = calls.run(endpoint, req.prompt, **limits)
+        return CompletionResponse(**head, choices=[CompletionChoice(text=gen.text, finish_reason=gen.openai_finish_reason)],
+                                  usage=usage(gen))
+
+    @router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
+                 responses={200: {"content": EVENT_STREAM}, **error_responses(400, 404, 413, 415, 500, 503)})
+    def chat_completions(req: ChatCompletionRequest):
+        endpoint = "/v1/chat/completions"
+        calls.check_model(endpoint, req.model)
+        calls.require_ready(endpoint)
+        template = getattr(service.tokenizer, "chat_template", None)
+        if not template:
+            metrics.requests.labels(endpoint, "400").inc()
+            raise HTTPException(400, f"{service.model.name}'s tokenizer has no chat template, so chat messages "
+                                     "cannot be turned into a prompt; use /v1/completions with a prompt")
+        prompt = service.tokenizer.apply_chat_template([m.model_dump() for m in req.messages], tokenize=False,
+                                                       add_generation_prompt=True)
+        limits = dict(rename={"max_new_tokens": "max_tokens", "prompt": "messages"}, max_new_tokens=req.max_tokens,
+                      stop=stop_list(req.stop), ignore_eos=req.ignore_eos)
+        head = dict(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=service.model.name)
+        if req.stream:
+            stream = calls.stream(endpoint, prompt, **limits)
+            return EventStreamResponse(chat_events(stream, head, include_usage(req)), stream)
+        gen = calls.run(endpoint, prompt, **limits)
+        return ChatCompletionResponse(
+            **head, usage=usage(gen),
+            choices=[ChatChoice(message=ChatReply(content=gen.text), finish_reason=gen.openai_finish_reason)])
+
+    @router.get("/v1/models", response_model=ModelList)
+    def models() -> ModelList:
+        """The one model this service serves, as OpenAI's model list (``client.models.list()``)."""
+        return ModelList(data=[ModelCard(id=service.model.name, created=int(started), owned_by="wattserve")])
+
+    return router
