@@ -32,6 +32,7 @@ from services.inference.schemas import (
     HealthResponse,
     ReadyResponse,
     stop_list,
+    stream_components,
 )
 from services.inference.service import InferenceService
 
@@ -120,6 +121,15 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
         )
 
     app.include_router(openai_router(calls, started))
+    plain_openapi = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's schema plus the streamed chunks' models, which the event-stream responses reference."""
+        if app.openapi_schema is None:
+            plain_openapi().setdefault("components", {}).setdefault("schemas", {}).update(stream_components())
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.get("/health", response_model=HealthResponse)
     def health() -> dict:

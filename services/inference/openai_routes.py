@@ -17,7 +17,6 @@ from services.inference.calls import GenerationCalls, error_responses
 from services.inference.generation import Generation
 from services.inference.streaming import DONE_EVENT, EventStreamResponse, TokenStream, sse
 from services.inference.schemas import (
-    EVENT_STREAM,
     ChatChunkChoice,
     ChatCompletionChunk,
     ChatDelta,
@@ -33,6 +32,7 @@ from services.inference.schemas import (
     CompletionUsage,
     ModelCard,
     ModelList,
+    event_stream,
     stop_list,
 )
 
@@ -98,7 +98,7 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
     service, metrics = calls.service, calls.metrics
 
     @router.post("/v1/completions", response_model=CompletionResponse,
-                 responses={200: {"content": EVENT_STREAM}, **error_responses(404, 413, 415, 500, 503)})
+                 responses={200: {"content": event_stream(CompletionChunk)}, **error_responses(404, 413, 415, 500, 503)})
     def completions(req: CompletionRequest):
         endpoint = "/v1/completions"
         calls.check_model(endpoint, req.model)
@@ -115,7 +115,8 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
                                   usage=usage(gen))
 
     @router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
-                 responses={200: {"content": EVENT_STREAM}, **error_responses(400, 404, 413, 415, 500, 503)})
+                 responses={200: {"content": event_stream(ChatCompletionChunk)},
+                            **error_responses(400, 404, 413, 415, 500, 503)})
     def chat_completions(req: ChatCompletionRequest):
         endpoint = "/v1/chat/completions"
         calls.check_model(endpoint, req.model)

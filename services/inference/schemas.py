@@ -170,9 +170,40 @@ class CompletionChunk(BaseModel):
                                           "stream_options.include_usage (null before it)")
 
 
-#: the 200 of an operation that can stream: JSON, or Server-Sent Events of ``data: {chunk}`` then ``data: [DONE]``
-EVENT_STREAM = {"text/event-stream": {"schema": {"type": "string", "description": "Server-Sent Events: "
-                "data: {chunk JSON} per piece of text, data: [DONE] at the end"}}}
+class StreamErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class StreamError(BaseModel):
+    """The event that ends a stream whose engine failed after the first byte (OpenAI's error shape)."""
+
+    error: StreamErrorDetail
+
+
+def event_stream(chunk: type[BaseModel]) -> dict:
+    """The ``text/event-stream`` content of an operation's 200: each event's ``data`` is a chunk, the error
+    event, or ``[DONE]`` (OpenAPI 3.1: ``schema`` describes one event, as schemathesis reads it). The chunk
+    models are added to the components by ``stream_components``."""
+    payload = {"anyOf": [{"$ref": f"#/components/schemas/{chunk.__name__}"},
+                         {"$ref": "#/components/schemas/StreamError"}]}
+    return {"text/event-stream": {"schema": {
+        "type": "object", "required": ["data"],
+        "description": f"Server-Sent Events: data: {{{chunk.__name__}}} per piece of text, data: [DONE] at the end",
+        "properties": {"data": {"anyOf": [{"const": "[DONE]"},
+                                          {"type": "string", "contentMediaType": "application/json",
+                                           "contentSchema": payload}]}}}}}
+
+
+def stream_components() -> dict:
+    """JSON schemas of the streamed events' models, for the OpenAPI components (no route returns them as
+    JSON, so FastAPI would leave them out)."""
+    from pydantic.json_schema import models_json_schema
+
+    models = [(m, "serialization") for m in (CompletionChunk, ChatCompletionChunk, StreamError)]
+    _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    return defs["$defs"]
 
 
 class ErrorResponse(BaseModel):
