@@ -94,6 +94,7 @@ def summarize(run_dir: Path) -> dict:
         "energy_per_request_j": (s.get("energy") or {}).get("energy_per_request_j"),
         "harness_share": (m.get("harness_overhead") or {}).get("harness_share_of_service"),
         "flags": list(m.get("flags") or []),
+        "scoring": m.get("scoring"),  # the humaneval workload: pass@1 (scored after the run)
     }
 
 
@@ -175,7 +176,34 @@ def comparison_table(summaries: list[dict]) -> str:
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [line(COLUMNS), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in rows]
-    return "\n".join(out)
+    solved = solved_lines(summaries)
+    return "\n".join(out + (["", *solved] if solved else []))
+
+
+def solved_lines(summaries: list[dict]) -> list[str]:
+    """One line per scored run (the humaneval workload): pass@1, where and how long it was scored, and
+    energy and time per solved task (analysis/quantities.py; undefined - said - when nothing is solved)."""
+    from analysis.quantities import pass_at_1, per_solved
+
+    out = []
+    for s in summaries:
+        sc = s.get("scoring")
+        if not sc:
+            continue
+        head = f"- {s['config']} {s['model']} r{s['rep']}: "
+        if sc.get("error"):
+            out.append(head + f"not scored: {sc['error'].splitlines()[0]}")
+            continue
+        solved, problems = sc.get("solved"), sc.get("problems")
+        iso = (sc.get("isolation") or {}).get("isolation") or "?"
+        joules, secs = per_solved(s.get("energy_global_j"), solved), per_solved(s.get("inference_s"), solved)
+        est = " (ESTIMATED)" if s.get("energy_estimated") else ""
+        out.append(head + f"pass@1 {_percent(pass_at_1(solved, problems))} ({solved}/{problems}; scored in "
+                   f"{iso}{', UNSAFE' if sc.get('unsafe') else ''}, {_num(sc.get('scoring_s'), '.0f')} s, after "
+                   "the run); energy per solved task "
+                   + (f"{joules:.1f} J{est}, time per solved task {secs:.1f} s" if joules is not None
+                      else "undefined: nothing solved" if not solved else "- (no energy)"))
+    return out
 
 
 def write_report(results: Path, summaries: list[dict], header: str, started: float) -> Path:

@@ -72,6 +72,22 @@ def test_stop_sent_to_the_service_ends_generation_and_scores_the_same_text(start
     assert stopped >= 2
 
 
+def test_the_bench_table_says_pass_at_1_and_energy_per_solved_task():
+    from loadgen.summary import solved_lines
+
+    base = {"config": "torch-cpu", "model": "tiny", "rep": 1, "energy_global_j": 300.0, "energy_estimated": True,
+            "inference_s": 60.0}
+    scoring = {"problems": 164, "solved": 3, "isolation": {"isolation": "docker"}, "scoring_s": 95.2, "unsafe": False}
+    none = {**scoring, "solved": 0}
+    lines = solved_lines([{**base, "scoring": scoring}, {**base, "config": "onnx-cpu", "scoring": none},
+                          {**base, "config": "ov-cpu", "scoring": {"error": "SandboxUnavailable: no docker"}},
+                          {**base, "config": "jit-cpu", "scoring": None}])
+    assert lines[0] == ("- torch-cpu tiny r1: pass@1 1.8 % (3/164; scored in docker, 95 s, after the run); energy per "
+                        "solved task 100.0 J (ESTIMATED), time per solved task 20.0 s")
+    assert lines[1].endswith("energy per solved task undefined: nothing solved") and "0.0 % (0/164" in lines[1]
+    assert lines[2] == "- ov-cpu tiny r1: not scored: SandboxUnavailable: no docker" and len(lines) == 3
+
+
 def test_prompts_that_do_not_fit_the_context_are_skipped_and_counted(tiny):
     fitted, entry = humaneval.fit_prompts(HUMANEVAL, tiny.path, max_new_tokens=192)
     assert entry["context_tokens"] == 512
