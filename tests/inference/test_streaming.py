@@ -167,3 +167,41 @@ def test_chat_streams_where_the_tokenizer_has_a_template(tiny, tmp_path):
     assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == whole["choices"][0]["message"]["content"]
     assert [c["choices"][0]["finish_reason"] for c in chunks][-1] == whole["choices"][0]["finish_reason"]
     assert usage["choices"] == [] and usage["usage"] == whole["usage"]
+
+
+@pytest.mark.parametrize("stops, limit, eos_at, finish", [
+    (None, 8, None, "length"),     # the 8th token's own piece carries the finish
+    (None, 50, 5, "eos"),          # end-of-sequence: its (empty) piece carries it
+    (["fib"], 50, None, "stop"),   # a stop string: the text before it, then the finish
+    (["):\n  "], 50, None, "stop"),  # a stop spanning tokens, its beginning held back until it is certain
+])
+def test_the_watcher_tags_the_last_token_as_it_arrives(tiny, stops, limit, eos_at, finish):
+    from transformers import AutoTokenizer
+
+    from services.inference.watcher import GenerationWatcher
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.load_source)
+    text = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
+    ids = tokenizer(text)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos_at is not None:
+        ids = ids[:eos_at - 1] + [eos] + ids[eos_at:]
+    heard: list[tuple[str, str | None]] = []
+    watcher = GenerationWatcher(tokenizer, stops, on_text=lambda piece, f: heard.append((piece, f)), limit=limit,
+                                eos_ids={eos})
+    watcher.put([1, 2, 3])  # the prompt
+    for n, token in enumerate(ids, 1):
+        watcher.put([token])
+        assert (watcher.finish is not None) == (heard[-1][1] is not None if heard else False)
+        if watcher.finish is not None:
+            break
+    watcher.end()
+    assert [f for _, f in heard] == [None] * (len(heard) - 1) + [finish], heard
+    streamed = "".join(piece for piece, _ in heard)
+    whole = tokenizer.decode(ids[:n], skip_special_tokens=True)
+    if finish == "stop":
+        assert streamed == whole[:whole.index(stops[0])] and n < len(ids)
+    else:
+        assert streamed == whole and n == (limit if finish == "length" else eos_at)
+    if finish == "length":
+        assert heard[-1][0], "the last token's piece is not split off into an empty chunk"
