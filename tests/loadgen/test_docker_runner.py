@@ -148,6 +148,8 @@ def test_a_docker_run_replays_every_prompt_and_records_the_image(tmp_path, docke
         assert image["name"] == IMAGE and [image["id"], image["version"]] == inspect
     assert m["runner_details"]["container"] == m["service"]["container"] == name
     assert m["service"]["config"] == "onnx-cpu" and m["service"]["threads"] == 1
+    # the run's prompt file reaches the container's warm-up (serve.sh mounts it read-only)
+    assert m["service"]["warmup"]["prompts"] == "/warmup/prompts.jsonl" and len(m["service"]["warmup"]["prompt_lengths"]) > 1
     assert name not in containers()
     print(f"\n[docker runner] complete run in {time.monotonic() - t0:.1f} s")
 
