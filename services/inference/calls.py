@@ -8,9 +8,9 @@ from concurrent.futures import Future
 
 from fastapi import HTTPException
 
+from services.inference.generation import Generation, GenerationJob, InvalidRequest
 from services.inference.metrics import ServiceMetrics
 from services.inference.schemas import ErrorResponse
-from services.inference.generation import Generation, GenerationJob, InvalidRequest
 from services.inference.service import InferenceService
 from services.inference.streaming import TokenStream
 

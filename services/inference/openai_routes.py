@@ -15,18 +15,17 @@ from pydantic import BaseModel
 
 from services.inference.calls import GenerationCalls, error_responses
 from services.inference.generation import Generation
-from services.inference.streaming import DONE_EVENT, EventStreamResponse, TokenStream, sse
 from services.inference.schemas import (
+    ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
-    ChatDelta,
-    CompletionChunk,
-    CompletionChunkChoice,
-    ChatChoice,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatDelta,
     ChatReply,
     CompletionChoice,
+    CompletionChunk,
+    CompletionChunkChoice,
     CompletionRequest,
     CompletionResponse,
     CompletionUsage,
@@ -35,6 +34,7 @@ from services.inference.schemas import (
     event_stream,
     stop_list,
 )
+from services.inference.streaming import DONE_EVENT, EventStreamResponse, TokenStream, sse
 
 log = logging.getLogger("wattserve.inference")
 
@@ -98,7 +98,8 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
     service, metrics = calls.service, calls.metrics
 
     @router.post("/v1/completions", response_model=CompletionResponse,
-                 responses={200: {"content": event_stream(CompletionChunk)}, **error_responses(404, 413, 415, 500, 503)})
+                 responses={200: {"content": event_stream(CompletionChunk)},
+                            **error_responses(404, 413, 415, 500, 503)})
     def completions(req: CompletionRequest):
         endpoint = "/v1/completions"
         calls.check_model(endpoint, req.model)
@@ -111,8 +112,9 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
             stream = calls.stream(endpoint, req.prompt, **limits)
             return EventStreamResponse(completion_events(stream, head, include_usage(req)), stream)
         gen = calls.run(endpoint, req.prompt, **limits)
-        return CompletionResponse(**head, choices=[CompletionChoice(text=gen.text, finish_reason=gen.openai_finish_reason)],
-                                  usage=usage(gen))
+        return CompletionResponse(
+            **head, usage=usage(gen),
+            choices=[CompletionChoice(text=gen.text, finish_reason=gen.openai_finish_reason)])
 
     @router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
                  responses={200: {"content": event_stream(ChatCompletionChunk)},

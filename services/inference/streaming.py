@@ -54,9 +54,11 @@ class TokenStream:
         future = self.job.submit()
 
         def ended(f: Future) -> None:
-            if self.on_end is not None:
-                self.on_end(f, self.job)
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, _END)
+            try:
+                if self.on_end is not None:
+                    self.on_end(f, self.job)
+            finally:  # the reader is woken whatever the accounting did
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, _END)
 
         future.add_done_callback(ended)
         self._future = future
