@@ -1,92 +1,146 @@
-"""Serving benchmark: per CPU configuration, in-process vs over HTTP. Prints a table; not a test.
-
-For each model × configuration, in fresh processes: load time, per-request latency median/p90
-in-process and over real HTTP (uvicorn, loopback), HTTP overhead, tokens/s and peak RSS.
-Every request generates the same number of tokens (ignore_eos), so engines do equal work.
+"""Serving benchmark: what a client sees against what the engine spends, per CPU configuration. Prints
+tables; not a test.
 
     python benchmarks/serving.py [--models tiny,shape:bigcode/tiny_starcoder_py] [--configs cpu]
+                                 [--rounds 5] [--requests 20] [--tokens 16] [--stream] [--baseline DIR]
+
+For each model, every configuration's service (real uvicorn, loopback) and an in-process worker (the
+same service without HTTP) are started once; then, round after round, each configuration gets a batch of
+in-process requests and a batch of HTTP requests, the configurations in a rotating order. Interleaved
+like this, a change in the machine's load (other work on a shared host) falls on every configuration and
+on both paths alike, and the spread over the rounds shows how steady the numbers are.
+
+The **overhead** of a request is what its client waits for beyond the engine's time: client latency −
+the service's ``latency_s`` (the engine's span: tokenization, validation, the hop to the serving thread,
+HTTP and JSON are outside it). It is a fixed cost per request, so the requests are short (``--tokens``)
+and all generate the same number of tokens (ignore_eos): equal work. ``--stream`` times streamed
+completions (SSE) instead (the engine time from the service's /metrics), with the client's time to
+first chunk. ``--baseline DIR`` also starts each configuration from another checkout (e.g. ``git worktree
+add /tmp/before <rev>``) and interleaves it request batch by request batch: a before/after comparison on
+the same machine at the same time (``--baseline-without httptools,uvloop``: as it served before those
+were installed). On a shared host, ``nice -n -10`` in front keeps other work from setting the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# requests and tokens per request, per model: enough to settle, short enough for 2 cores
-WORKLOAD = {"tiny": (40, 64), "default": (12, 32)}
+from analysis.quantities import quantile  # noqa: E402
+from benchmarks.serving_parts import ROOT, Client, InProcessWorker, ServiceProcess, Timing, peak_rss  # noqa: E402
 
-
-def peak_rss(pid: int | str = "self") -> int:
-    """Peak resident set size (VmHWM) of a live process, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+DEFAULT_REQUESTS = {"tiny": 20, "default": 8}  # per configuration per round: enough to settle, short for 2 cores
 
 
-def workload(model: str) -> tuple[list[str], int]:
+@dataclass
+class Target:
+    """One service under test (a configuration, from this checkout or the baseline's) and what it measured."""
+
+    model: str
+    config: str
+    label: str
+    service: ServiceProcess
+    worker: InProcessWorker | None = None
+    client: Client | None = None
+    ready_s: float = 0.0
+    http: list[list[Timing]] = field(default_factory=list)      # per round
+    in_process: list[list[float]] = field(default_factory=list)  # per round
+
+
+def workload(n: int) -> list[str]:
     from services.inference.equivalence import PAPER_PROMPTS, read_prompts
 
-    n, tokens = WORKLOAD.get(model, WORKLOAD["default"])
-    return read_prompts(PAPER_PROMPTS)[:n], tokens
+    prompts = read_prompts(PAPER_PROMPTS)
+    return [prompts[i % len(prompts)] for i in range(n)]
 
 
-def p90(xs: list[float]) -> float:
-    return statistics.quantiles(xs, n=10)[-1] if len(xs) > 1 else xs[0]
+def ms(x: float | None, fmt: str = ".2f") -> str:
+    return "-" if x is None else format(x * 1e3, fmt)
 
 
-def in_process(model: str, config: str, threads: int) -> dict:
-    """Worker: load and generate in this process; print one JSON line."""
-    from services.inference.configs import ServingConfig
-    from services.inference.engines import EngineSettings
-    from services.inference.service import InferenceService
-    from services.models.cache import cache_root
-    from services.models.resolve import resolve
-
-    service = InferenceService(ServingConfig.parse(config), resolve(model),
-                               EngineSettings(threads=threads, cache_dir=cache_root()), warmup=2)
-    t0 = time.perf_counter()
-    service.load()
-    load_s = time.perf_counter() - t0
-    prompts, tokens = workload(model)
-    lat, toks = [], 0
-    for p in prompts:
-        g = service.generate(p, max_new_tokens=tokens, ignore_eos=True)
-        lat.append(g.latency_s)
-        toks += g.completion_tokens
-    return {"load_s": load_s, "latencies": lat, "tokens": toks, "peak_rss": peak_rss()}
+def spread(per_round: list[float]) -> str:
+    """The range of the per-round medians, in ms."""
+    return "-" if not per_round else f"{min(per_round) * 1e3:.2f}–{max(per_round) * 1e3:.2f}"
 
 
-def over_http(model: str, config: str, threads: int) -> dict:
-    """The same workload over real HTTP, against the test suite's subprocess server."""
-    from tests.conftest import Server
+def start_targets(model: str, configs: list[str], args) -> list[Target]:
+    targets = []
+    logs = ROOT / ".pytest_cache"
+    for config in configs:
+        for label, root in [("", ROOT)] + ([("baseline", Path(args.baseline))] if args.baseline else []):
+            log = logs / f"bench-serving-{config}{'-' + label if label else ''}.log" if logs.exists() else None
+            without = tuple(m for m in (args.baseline_without or "").split(",") if m) if label else ()
+            targets.append(Target(model, config, label or "this", ServiceProcess(config, model, args.threads, root,
+                                                                                log=log, without=without)))
+    for t in targets:
+        print(f"… {model} {t.config} ({t.label}): waiting for /ready", file=sys.stderr, flush=True)
+        t.ready_s = t.service.wait_ready(args.ready_timeout)
+        t.client = Client(t.service.port)
+        if t.label == "this" and not args.no_in_process:
+            t.worker = InProcessWorker(t.config, model, args.threads)
+    return targets
 
-    t0 = time.perf_counter()
-    # the first use of a big model exports it inside the wait: allow for it
-    server = Server(config, model, "--threads", str(threads), ready_timeout=1800)
-    try:
-        ready_s = time.perf_counter() - t0
-        prompts, tokens = workload(model)
-        client, engine = [], []
-        for p in prompts:
-            t = time.perf_counter()
-            body = server.client.post("/v1/generate", json={"prompt": p, "max_new_tokens": tokens,
-                                                            "ignore_eos": True}).json()
-            client.append(time.perf_counter() - t)
-            engine.append(body["latency_s"])
-        rss = peak_rss(server.proc.pid)
-    finally:
-        server.stop()
-    return {"ready_s": ready_s, "client": client, "server": engine, "peak_rss": rss}
+
+def measure(targets: list[Target], prompts: list[str], args) -> None:
+    for t in targets:  # one untimed request each: first-request costs paid
+        t.client.reconnect()
+        (t.client.stream if args.stream else t.client.generate)(prompts[0], args.tokens)
+    for r in range(args.rounds):
+        order = targets[r % len(targets):] + targets[:r % len(targets)]
+        for t in order:
+            if t.worker is not None:
+                t.in_process.append(t.worker.run(prompts, args.tokens))
+            call = t.client.stream if args.stream else t.client.generate
+            t.client.reconnect()
+            t.http.append([call(p, args.tokens) for p in prompts])
+        print(f"  round {r + 1}/{args.rounds} done (load average {os.getloadavg()[0]:.1f})", file=sys.stderr,
+              flush=True)
+
+
+def rows_for(targets: list[Target]) -> list[tuple]:
+    rows = []
+    for t in targets:
+        timings = [x for batch in t.http for x in batch]
+        over = [x.overhead_s for x in timings if x.overhead_s is not None]
+        per_round = [statistics.median([x.overhead_s for x in b if x.overhead_s is not None]) for b in t.http
+                     if any(x.overhead_s is not None for x in b)]
+        engine = [x.engine_s for x in timings if x.engine_s is not None]
+        inproc = [x for batch in t.in_process for x in batch]
+        tokens = sum(x.tokens for x in timings)
+        rss = max(peak_rss(t.service.proc.pid), t.worker.rss() if t.worker else 0)
+        rows.append((t.model, t.config, t.label, t.worker.load_s if t.worker else None, t.ready_s,
+                     quantile(inproc, 0.5), quantile(inproc, 0.9), quantile(engine, 0.5),
+                     quantile([x.client_s for x in timings], 0.5), quantile([x.client_s for x in timings], 0.9),
+                     quantile(over, 0.5), quantile(over, 0.25), quantile(over, 0.75), spread(per_round),
+                     quantile([x.ttft_s for x in timings if x.ttft_s is not None], 0.5),
+                     tokens / sum(engine) if engine else None, rss / 2**20, len(over)))
+    return rows
+
+
+def print_table(rows: list[tuple], args, load: tuple[float, float]) -> None:
+    mode = "streamed /v1/completions (SSE)" if args.stream else "non-streamed /v1/generate"
+    print(f"\nServing benchmark: {mode}, {args.tokens} tokens a request (ignore_eos: equal work), "
+          f"{args.rounds} rounds interleaved; {args.threads} threads, {os.cpu_count()} CPUs, load average "
+          f"{load[0]:.1f} at the start and {load[1]:.1f} at the end; times in ms")
+    head = ("model", "config", "checkout", "load s", "ready s", "in-proc p50", "p90", "engine p50 (HTTP)",
+            "client p50", "p90", "overhead p50", "IQR", "rounds' p50 range", "TTFT p50", "tok/s (engine)",
+            "peak RSS MiB", "n")
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for (m, c, label, load_s, ready_s, ip50, ip90, e50, c50, c90, o50, o25, o75, rng, ttft, tps, rss, n) in rows:
+        print(f"| {m} | {c} | {label} | {'-' if load_s is None else f'{load_s:.1f}'} | {ready_s:.1f} | "
+              f"{ms(ip50, '.1f')} | {ms(ip90, '.1f')} | {ms(e50, '.1f')} | {ms(c50, '.1f')} | {ms(c90, '.1f')} | "
+              f"{ms(o50)} | {ms(o25)}–{ms(o75)} | {rng} | {ms(ttft)} | {'-' if tps is None else f'{tps:.0f}'} | "
+              f"{rss:.0f} | {n} |")
+    print("\noverhead = client latency − the service's engine time (latency_s; streamed: its /metrics), per "
+          "request; IQR = its 25th–75th percentile; rounds' p50 range = the lowest and highest per-round median. "
+          "TTFT: send to first token (non-streamed: the service's first_token_at; streamed: the first chunk).")
 
 
 def main() -> int:
@@ -94,43 +148,50 @@ def main() -> int:
     from services.inference.configs import expand
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="tiny,shape:bigcode/tiny_starcoder_py")
-    p.add_argument("--configs", default="cpu")
-    p.add_argument("--threads", type=int, default=default_threads())
-    p.add_argument("--worker", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
+    p.add_argument("--models", default="tiny,shape:bigcode/tiny_starcoder_py", help="comma list")
+    p.add_argument("--configs", default="cpu", help="configurations (a comma list, cpu, ...)")
+    p.add_argument("--threads", type=int, default=default_threads(), help="engine threads of every service")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--requests", type=int, default=None,
+                   help=f"requests per configuration per round (default {DEFAULT_REQUESTS['tiny']} for tiny, "
+                        f"{DEFAULT_REQUESTS['default']} for others)")
+    p.add_argument("--tokens", type=int, default=16, help="new tokens per request (default 16)")
+    p.add_argument("--stream", action="store_true", help="time streamed completions (SSE) instead")
+    p.add_argument("--baseline", metavar="DIR", help="another checkout whose services run interleaved beside "
+                                                     "these (a before/after comparison)")
+    p.add_argument("--baseline-without", metavar="MODULES",
+                   help="modules the baseline's services must not import, a comma list (e.g. httptools,uvloop: "
+                        "the baseline as it served before they were installed)")
+    p.add_argument("--no-in-process", action="store_true", help="HTTP only (no in-process workers)")
+    p.add_argument("--ready-timeout", type=float, default=1800, help="seconds a service may take to be ready "
+                                                                     "(a big model's first export happens here)")
     args = p.parse_args()
-    if args.worker:
-        print(json.dumps(in_process(*args.worker, args.threads)))
-        return 0
+    if args.rounds < 1 or args.tokens < 1 or (args.requests is not None and args.requests < 1):
+        p.error("--rounds, --requests and --tokens must be at least 1")
+    if args.baseline and not (Path(args.baseline) / "services" / "inference").is_dir():
+        p.error(f"--baseline {args.baseline}: not a wattserve checkout (no services/inference there)")
+    load0 = os.getloadavg()[0]
     rows = []
     for model in args.models.split(","):
-        for config in expand(args.configs):
-            print(f"… {model} {config}", file=sys.stderr, flush=True)
-            out = subprocess.run([sys.executable, __file__, "--worker", model, config, "--threads", str(args.threads)],
-                                 capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            if out.returncode != 0:
-                rows.append((model, config, f"FAILED: {out.stderr.strip().splitlines()[-1] if out.stderr else '?'}"))
-                continue
-            ip = json.loads(out.stdout.strip().splitlines()[-1])
-            http = over_http(model, config, args.threads)
-            med_ip, med_http = statistics.median(ip["latencies"]), statistics.median(http["client"])
-            per_req = statistics.median([c - s for c, s in zip(http["client"], http["server"])])
-            rows.append((model, config, ip["load_s"], med_ip, p90(ip["latencies"]), med_http, p90(http["client"]),
-                         100 * (med_http - med_ip) / med_ip, 100 * per_req / statistics.median(http["server"]),
-                         ip["tokens"] / sum(ip["latencies"]), max(ip["peak_rss"], http["peak_rss"]) / 2**20))
-    print(f"\nServing benchmark ({args.threads} threads, {os.cpu_count()} CPUs; latency in ms; equal work: ignore_eos)")
-    head = ("model", "config", "load s", "in-proc p50", "p90", "HTTP p50", "p90", "HTTP ovh vs in-proc %",
-            "HTTP ovh per req %", "tok/s", "peak RSS MiB")
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for r in rows:
-        if len(r) == 3:
-            print(f"| {r[0]} | {r[1]} | {r[2]} |")
-            continue
-        m, c, load, a, b, d, e, ovh, ovh_req, tps, rss = r
-        print(f"| {m} | {c} | {load:.2f} | {a * 1e3:.1f} | {b * 1e3:.1f} | {d * 1e3:.1f} | {e * 1e3:.1f} | "
-              f"{ovh:+.1f} | {ovh_req:.2f} | {tps:.0f} | {rss:.0f} |")
+        n = args.requests or DEFAULT_REQUESTS.get(model, DEFAULT_REQUESTS["default"])
+        targets = []
+        try:
+            targets = start_targets(model, expand(args.configs), args)
+            measure(targets, workload(n), args)
+            rows += rows_for(targets)
+        finally:
+            for t in targets:
+                if t.client:
+                    t.client.close()
+                if t.worker:
+                    t.worker.stop()
+                t.service.stop()
+    print_table(rows, args, (load0, os.getloadavg()[0]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    t0 = time.perf_counter()
+    rc = main()
+    print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    sys.exit(rc)

@@ -115,6 +115,7 @@ class Settings:
     stack_note: str = ""
     service_url: str | None = None  # runner external: drive this running service
     exporters: dict | None = None   # --exporter: sample these running exporters instead of starting any
+    stream: bool = False            # --stream: Locust replays with SSE on /v1/completions
 
 
 def parser() -> argparse.ArgumentParser:
@@ -136,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     limit.add_argument("--max-new-tokens", type=int, help="new tokens per request at most")
     limit.add_argument("--max-length", type=int, help="prompt + new tokens at most (default 128, the study's)")
     p.add_argument("--ignore-eos", action="store_true", help="always generate up to the limit")
+    p.add_argument("--stream", action="store_true",
+                   help="replay with streamed completions (SSE on /v1/completions; needs --max-new-tokens): TTFT and "
+                        "ITL as a client sees them (default: non-streamed /v1/generate, the study's workload) [STREAM=1]")
     p.add_argument("--threads", type=int, default=None,
                    help=f"CPU threads for every engine (default: all usable cores, here {default_threads()})")
     order = p.add_mutually_exclusive_group()
@@ -241,6 +245,10 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
             choose(isolation)
         except (SandboxUnavailable, ValueError) as exc:
             raise UsageError(f"SCORE_ISOLATION: {exc}") from None
+    stream = args.stream or environ.get("STREAM", "").strip().lower() in ("1", "true", "yes")
+    if stream and not max_new_tokens:
+        raise UsageError("--stream (STREAM=1) needs --max-new-tokens: OpenAI's /v1/completions limits new tokens "
+                         "only (max_tokens), while the study's max_length counts the prompt")
     results = Path(get(args.results, "RESULTS")).expanduser().resolve()  # children run elsewhere
     service_url = (args.service_url or environ.get("SERVICE_URL", "")).strip() or None
     exporters = parse_exporters(args.exporter)
@@ -270,7 +278,7 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
                     revision=args.revision, trust_remote_code=args.trust_remote_code,
                     score_isolation=isolation, sensors=sensors,
                     sensors_resolved=resolved, stack=stack, stack_note=stack_note, service_url=service_url,
-                    exporters=exporters)
+                    exporters=exporters, stream=stream)
 
 
 def parse_exporters(items: list[str]) -> dict[str, str]:
@@ -353,7 +361,7 @@ def header(s: Settings, runs: int) -> str:
            else "; fixed order (--fixed-order)"),
         f"prompts: {s.prompts.name} ({s.prompts.count} prompts, sha256 {s.prompts.sha256[:16]}…)",
         f"windows: idle {s.warmup_s:g} s before, {s.cooldown_s:g} s after; greedy, {limit}"
-        + (", ignore_eos" if s.ignore_eos else "") + f"; {s.threads} threads; request timeout {s.request_timeout_s:g} s",
+        + (", ignore_eos" if s.ignore_eos else "") + (", streamed (SSE)" if s.stream else "") + f"; {s.threads} threads; request timeout {s.request_timeout_s:g} s",
         f"results: {s.results}",
         sensors_line(s),
         f"stack:   {'joined: ' + s.stack_note + '; Prometheus scrapes each run' if s.stack else s.stack_note}",
@@ -425,7 +433,7 @@ def main(argv=None) -> int:
                            max_length=s.max_length, ignore_eos=s.ignore_eos, threads=s.threads,
                            runner=s.runner, revision=s.revision, trust_remote_code=s.trust_remote_code,
                            bench_id=bench_id, order=i, order_seed=s.shuffle, service_url=s.service_url,
-                           score_isolation=s.score_isolation)
+                           score_isolation=s.score_isolation, stream=s.stream)
             run_dir = run_once(plan, sampler=sampler, progress=progress, host=host, software=software, stack=stack_run)
             summaries.append(summarize(run_dir))
             if stack_run is not None:

@@ -10,6 +10,12 @@ queue is empty the runner is stopped after ``--stop-delay`` seconds (Locust 2.47
 every second and not at exit), so Locust's own statistics include the last request; headless
 Locust then exits, the web UI stays open (press start again to replay the set again).
 
+``--stream`` replays with streamed completions instead (``stream: true`` on ``/v1/completions``, with
+``stream_options.include_usage``): the same prompts and limits (equal work), each stream read event by
+event as it arrives, so ``ttft_s`` is the first token chunk's arrival and ``decode_s`` runs to the chunk
+with the finish reason, as a client sees them (non-streamed, both are the service's own times). A
+stream carries no token ids: ``token_ids`` stays empty and output agreement is left to non-streamed runs.
+
 Every request — answered, refused, timed out — is appended as one row to ``--requests-csv`` and
 flushed at once, so a crash loses nothing already answered. Columns are those of the run folder's
 ``requests.csv`` (docs/run-folder.md); ``start``/``end`` are client epoch seconds (``time.time()``).
@@ -24,6 +30,7 @@ Options (each also an environment variable, which is how ``loadgen.protocol`` se
     --ignore-eos       WATTSERVE_IGNORE_EOS       1 = generate to the limit           [0]
     --stop             WATTSERVE_STOP             stop strings, a JSON list (up to 4)  [none]
     --stop-delay       WATTSERVE_STOP_DELAY       seconds between the last answer and the stop [1.25]
+    --stream           WATTSERVE_STREAM           1 = SSE on /v1/completions (needs --max-new-tokens) [0]
     --mark-url         WATTSERVE_MARK_URL         the bench's edge marks (loadgen/marks.py; unset = none)
 
 With ``--mark-url`` the replay calls ``<url>/inference_start`` just before it sends the first request
@@ -85,6 +92,9 @@ def _options(parser) -> None:
                         help='stop strings sent with every request, a JSON list, e.g. ["\\ndef", "\\nif"]')
     parser.add_argument("--stop-delay", env_var="WATTSERVE_STOP_DELAY", default="",
                         help="seconds between the last answer and stopping the runner")
+    parser.add_argument("--stream", env_var="WATTSERVE_STREAM", default="0",
+                        help="1: replay with streamed completions (SSE on /v1/completions) and time the first "
+                             "and last token as this client sees them (needs --max-new-tokens)")
     parser.add_argument("--mark-url", env_var="WATTSERVE_MARK_URL", default="",
                         help="bench edge marks: GET <url>/inference_start before the first request, "
                              "<url>/inference_end after the last answer")
@@ -121,6 +131,12 @@ class Replay:
         stop = parse_stop(getattr(options, "stop", ""))
         if stop:
             self.limits["stop"] = stop
+        self.stream = str(getattr(options, "stream", "0")).strip().lower() in ("1", "true", "yes")
+        if self.stream and not max_new:
+            raise ValueError("--stream needs --max-new-tokens: OpenAI's /v1/completions limits new tokens only "
+                             "(max_tokens), the study's max_length counts the prompt")
+        # the same limits in /v1/completions' names (max_tokens for max_new_tokens)
+        self.stream_limits = {("max_tokens" if k == "max_new_tokens" else k): v for k, v in self.limits.items()}
         self.csv_path = Path(options.requests_csv) if options.requests_csv else None
         self.mark_url = str(getattr(options, "mark_url", "") or "").rstrip("/")
         self.queue: deque = deque()
@@ -216,16 +232,19 @@ class PromptReplayUser(FastHttpUser):
                "token_ids": "", "error": "", "ttft_s": "", "decode_s": "", "itl_mean_s": ""}
         start = time.time()
         try:
-            with self.client.post("/v1/generate", json={"prompt": prompt.text, **replay.limits},
-                                  name="/v1/generate", catch_response=True) as resp:
-                end = time.time()
-                row["http_status"] = resp.status_code or 0
-                error = self.check(resp, row)
-                if error:
-                    resp.failure(error)
-                    row["error"] = error
-                else:
-                    row["status"] = "ok"
+            if replay.stream:
+                end = self.streamed(prompt.text, row)
+            else:
+                with self.client.post("/v1/generate", json={"prompt": prompt.text, **replay.limits},
+                                      name="/v1/generate", catch_response=True) as resp:
+                    end = time.time()
+                    row["http_status"] = resp.status_code or 0
+                    error = self.check(resp, row)
+                    if error:
+                        resp.failure(error)
+                        row["error"] = error
+                    else:
+                        row["status"] = "ok"
         except Exception as exc:  # anything unforeseen is still one failed row, never a lost one
             end = time.time()
             row["error"] = f"{type(exc).__name__}: {exc}"
@@ -241,15 +260,74 @@ class PromptReplayUser(FastHttpUser):
         if not replay.queue:
             replay.mark("inference_end")
 
+    def streamed(self, text: str, row: dict) -> float:
+        """One streamed completion (SSE on /v1/completions), read event by event as it arrives: the first
+        token chunk's arrival is the client's first token, the chunk with the finish reason the last one;
+        the usage chunk gives the token counts. Returns the time the stream ended (``data: [DONE]``)."""
+        body = {"prompt": text, **replay.stream_limits, "stream": True, "stream_options": {"include_usage": True}}
+        with self.client.post("/v1/completions", json=body, name="/v1/completions (stream)", stream=True,
+                              catch_response=True) as resp:
+            row["http_status"] = resp.status_code or 0
+            error = self.check_status(resp)
+            first = last = None
+            pieces, usage, done = [], None, False
+            while error is None:
+                line = resp._response.readline(b"\n")  # Locust's iter_content waits for whole 1 KiB blocks
+                if not line:
+                    break
+                if not line.startswith(b"data:"):
+                    continue  # the blank line between events, comments
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    error = f"malformed event: {data[:200]!r}"
+                    break
+                if "error" in chunk:
+                    error = f"stream error: {chunk['error']}"
+                    break
+                now = time.time()
+                for choice in chunk.get("choices") or []:
+                    if first is None:
+                        first = now
+                    pieces.append(choice.get("text") or "")
+                    if choice.get("finish_reason") is not None:
+                        last = now
+                usage = chunk.get("usage") or usage
+            end = time.time()
+            if error is None and not done:
+                error = "the stream ended without data: [DONE]"
+            elif error is None and not usage:
+                error = "the stream carried no usage chunk (stream_options.include_usage)"
+            if error:
+                resp.failure(error)
+                row["error"] = error
+                return end
+            row.update(status="ok", prompt_tokens=int(usage["prompt_tokens"]),
+                       completion_tokens=int(usage["completion_tokens"]), output="".join(pieces), first_token_at=first,
+                       decode=None if first is None or last is None else last - first)
+        return end
+
     @staticmethod
-    def check(resp, row: dict) -> str | None:
-        """Validate one answer and copy it into ``row``; return the failure message, if any."""
+    def check_status(resp) -> str | None:
+        """The failure of a response that did not even start as a 200, if it is one."""
         error = getattr(resp, "error", None)
         error = getattr(error, "original", None) or error  # geventhttpclient's RetriesExceeded wraps the cause
         if error is not None and not resp.status_code:
             return f"{type(error).__name__}: {error}"
         if resp.status_code != 200:
             return f"HTTP {resp.status_code}: {resp.text[:500]}"
+        return None
+
+    @staticmethod
+    def check(resp, row: dict) -> str | None:
+        """Validate one answer and copy it into ``row``; return the failure message, if any."""
+        error = PromptReplayUser.check_status(resp)
+        if error:
+            return error
         try:
             body = resp.json()
             ids = body["token_ids"]

@@ -88,6 +88,7 @@ class RunPlan:
     service_url: str | None = None  # runner external: the running service to drive (nothing started or prepared)
     score_isolation: str = "auto"  # humaneval workload: the sandbox its completions are scored in (scoring/)
     stop: tuple[str, ...] = ()  # stop strings sent with every request (humaneval: loadgen/humaneval.py SENT_STOPS)
+    stream: bool = False  # Locust replays with SSE on /v1/completions (loadgen/locustfile.py --stream)
 
     def __post_init__(self) -> None:
         for name in ("warmup_s", "cooldown_s", "stop_delay_s"):
@@ -213,7 +214,7 @@ def replay_prompts(plan: RunPlan, service: NativeService, folder: RunFolder, pro
     replay = LocustReplay(service.url, plan.prompts, run_dir=folder.path, rows_csv=folder.raw_requests_path,
                           log_path=folder.path / "locust.log", request_timeout_s=plan.request_timeout_s,
                           max_new_tokens=max_new, max_length=max_len, ignore_eos=plan.ignore_eos,
-                          stop_delay_s=plan.stop_delay_s, mark_url=mark_url, stop=plan.stop)
+                          stop_delay_s=plan.stop_delay_s, mark_url=mark_url, stop=plan.stop, stream=plan.stream)
     count = plan.prompts.count
     rows, size, changed = 0, -1, time.monotonic()
     stall_limit = plan.request_timeout_s + 60
@@ -363,7 +364,7 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
         "prompts": plan.prompts.describe(),
         "generation": {"greedy": True, "max_length": max_len, "max_new_tokens": max_new,
                        "ignore_eos": plan.ignore_eos, "threads": plan.threads, "precision": plan.precision,
-                       "stop": list(plan.stop)},
+                       "stop": list(plan.stop), "stream": plan.stream},
         "protocol": {"rep": plan.rep, "reps": plan.reps, "warmup_s": plan.warmup_s, "cooldown_s": plan.cooldown_s,
                      "request_timeout_s": plan.request_timeout_s, "sample_interval_s": plan.sample_interval_s,
                      "ready_timeout_s": plan.ready_timeout_s, "stop_delay_s": plan.stop_delay_s,

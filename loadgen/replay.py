@@ -36,7 +36,7 @@ class LocustReplay:
     def __init__(self, url: str, prompts: PromptSet, *, run_dir: Path, rows_csv: Path, log_path: Path,
                  request_timeout_s: float, max_new_tokens: int | None, max_length: int | None,
                  ignore_eos: bool, stop_delay_s: float = 0.0, mark_url: str = "",
-                 stop: tuple[str, ...] = ()) -> None:
+                 stop: tuple[str, ...] = (), stream: bool = False) -> None:
         self.rows_csv = Path(rows_csv)
         self.log_path = Path(log_path)
         argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "1", "-r", "1",
@@ -48,6 +48,7 @@ class LocustReplay:
             WATTSERVE_MAX_NEW_TOKENS=str(max_new_tokens or ""), WATTSERVE_MAX_LENGTH=str(max_length or ""),
             WATTSERVE_IGNORE_EOS="1" if ignore_eos else "0", WATTSERVE_STOP_DELAY=str(stop_delay_s),
             WATTSERVE_MARK_URL=mark_url, WATTSERVE_STOP=json.dumps(list(stop)) if stop else "",
+            WATTSERVE_STREAM="1" if stream else "0",
         )
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, cwd=run_dir, env=env, stdout=self._log, stderr=subprocess.STDOUT,

@@ -94,6 +94,7 @@ def summarize(run_dir: Path) -> dict:
         "energy_per_request_j": (s.get("energy") or {}).get("energy_per_request_j"),
         "harness_share": (m.get("harness_overhead") or {}).get("harness_share_of_service"),
         "flags": list(m.get("flags") or []),
+        "stream": bool((m.get("generation") or {}).get("stream")),  # SSE: no token ids to compare
         "scoring": m.get("scoring"),  # the humaneval workload: pass@1 (scored after the run)
     }
 
@@ -116,12 +117,15 @@ def agreement_cells(summaries: list[dict]) -> list[str]:
     (same repetition where there is one), '-' where this bench has no such run."""
     refs: dict[tuple[str, str, object], str] = {}
     for s in summaries:
-        if s["config"] == reference_config(s["config"]) and s["requests_ok"]:
+        if s["config"] == reference_config(s["config"]) and s["requests_ok"] and not s.get("stream"):
             refs.setdefault((s["model"], s["config"], s["rep"]), s["run_dir"])
             refs.setdefault((s["model"], s["config"], None), s["run_dir"])
     cells = []
     for s in summaries:
         ref_cfg = reference_config(s["config"])
+        if s.get("stream"):
+            cells.append("- (streamed: no token ids)")
+            continue
         if s["config"] == ref_cfg:
             cells.append("ref")
             continue

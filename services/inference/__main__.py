@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.util
 import logging
 import os
 import socket
@@ -63,6 +64,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "[WATTSERVE_MAX_BODY_BYTES]")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     return p.parse_args(argv)
+
+
+def http_stack() -> dict[str, str]:
+    """What uvicorn parses HTTP and runs its event loop with: httptools and uvloop (requirements.txt; each
+    takes a few hundred microseconds off every request on a loaded 2-core host, benchmarks/serving.py),
+    else the pure-Python h11 and asyncio where they are not installed. Recorded in /info (run.json)."""
+    def has(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    return {"http": "httptools" if has("httptools") else "h11", "loop": "uvloop" if has("uvloop") else "asyncio"}
 
 
 class CannotListen(OSError):
@@ -122,11 +133,12 @@ def main(argv=None) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(InferenceService(config, model, settings, warmup=args.warmup,
-                                            warmup_prompts=args.warmup_prompts), on_load_failure,
-                     max_body_bytes=args.max_body_bytes)
+    service = InferenceService(config, model, settings, warmup=args.warmup, warmup_prompts=args.warmup_prompts)
+    stack = http_stack()
+    service.http_server = {"server": "uvicorn", "version": uvicorn.__version__, **stack}
+    app = create_app(service, on_load_failure, max_body_bytes=args.max_body_bytes)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                           access_log=False))
+                                           access_log=False, http=stack["http"], loop=stack["loop"]))
     logging.getLogger("wattserve.inference").info("listening on %s:%s", *sock.getsockname()[:2])
     server.run(sockets=[sock])
     if failed:

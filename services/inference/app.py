@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.inference.calls import GenerationCalls, error_responses
+from services.inference.calls import GenerationCalls, error_responses, json_response
 from services.inference.guard import RequestGuard
 from services.inference.metrics import ServiceMetrics
 from services.inference.openai_routes import openai_router
@@ -108,17 +108,17 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
         return await http_exception_handler(request, exc)
 
     @app.post("/v1/generate", response_model=GenerateResponse, responses=error_responses(413, 415, 500, 503))
-    def generate(req: GenerateRequest) -> GenerateResponse:
-        gen = calls.run("/v1/generate", req.prompt, max_new_tokens=req.max_new_tokens,
-                        max_length=req.max_length, ignore_eos=req.ignore_eos, stop=stop_list(req.stop))
-        return GenerateResponse(
+    async def generate(req: GenerateRequest) -> Response:
+        gen = await calls.generate("/v1/generate", req.prompt, max_new_tokens=req.max_new_tokens,
+                                   max_length=req.max_length, ignore_eos=req.ignore_eos, stop=stop_list(req.stop))
+        return json_response(GenerateResponse(
             text=gen.text, token_ids=gen.token_ids, prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.completion_tokens, started_at=gen.started_at,
             finished_at=gen.finished_at, latency_s=gen.latency_s, first_token_at=gen.first_token_at,
-            finish_reason=gen.finish_reason,
+            decode_s=gen.decode_s, finish_reason=gen.finish_reason,
             config=service.config.name,
             model=service.model.name,
-        )
+        ))
 
     app.include_router(openai_router(calls, started))
     plain_openapi = app.openapi

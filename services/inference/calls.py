@@ -4,9 +4,11 @@ the native routes (app.py) and the OpenAI-compatible ones (openai_routes.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Future
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Response
+from pydantic import BaseModel
 
 from services.inference.generation import Generation, GenerationJob, InvalidRequest
 from services.inference.metrics import ServiceMetrics
@@ -101,12 +103,17 @@ class GenerationCalls:
         else:
             self.served(endpoint, gen)
 
-    def run(self, endpoint: str, prompt: str, rename: dict[str, str] | None = None, **limits) -> Generation:
-        """Generate to the end (blocking: called from FastAPI's thread pool)."""
+    async def generate(self, endpoint: str, prompt: str, rename: dict[str, str] | None = None,
+                       **limits) -> Generation:
+        """Generate to the end. Validation and tokenization run here, on the event loop (well under a
+        millisecond; a refusal never reaches the serving thread); the job is awaited on the serving thread
+        with one hop there and one back: no thread-pool worker waits on it in between (each hop is a
+        thread wake-up that a loaded host can delay by a scheduler slice)."""
         self.require_ready(endpoint)
         self.metrics.in_flight.inc()
         try:
-            gen = self.service.generate(prompt, **limits)
+            job = self.service.prepare(prompt, **limits)
+            gen = await asyncio.wrap_future(job.submit())
         except InvalidRequest as exc:
             raise self.invalid(endpoint, exc, rename) from None
         except Exception as exc:
@@ -115,3 +122,11 @@ class GenerationCalls:
             self.metrics.in_flight.dec()
         self.served(endpoint, gen)
         return gen
+
+
+def json_response(body: BaseModel) -> Response:
+    """The answer's model as JSON, serialized once by pydantic. An endpoint that returns a Response skips
+    FastAPI's second validation of its own response model (run in a thread-pool worker for a plain
+    ``def`` endpoint: another thread hop) and its jsonable_encoder walk; the OpenAPI schema still comes
+    from the route's ``response_model``, and the bytes are the same JSON."""
+    return Response(body.model_dump_json(), media_type="application/json")

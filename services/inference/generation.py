@@ -36,6 +36,14 @@ class Generation:
     finished_at: float
     finish_reason: str  # "stop" (a stop string), "eos" (the model's end of sequence), "length" (the limit)
     first_token_at: float | None = None  # when the first new token existed (engine streamer), epoch s
+    last_token_at: float | None = None  # when the last one did
+
+    @property
+    def decode_s(self) -> float | None:
+        """Decode time: first token to last token (0 for a single token; None without a first token)."""
+        if self.first_token_at is None or self.last_token_at is None:
+            return None
+        return self.last_token_at - self.first_token_at
 
     @property
     def openai_finish_reason(self) -> str:
@@ -90,4 +98,5 @@ class GenerationJob:
             finished_at=finished,
             finish_reason=reason,
             first_token_at=watcher.first_token_at,
+            last_token_at=watcher.last_token_at,
         )

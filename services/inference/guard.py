@@ -4,6 +4,7 @@ bodies get 415 (FastAPI alone would read any body whole into memory before valid
 from __future__ import annotations
 
 import email.message
+import functools
 import json
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ from fastapi import HTTPException
 from starlette.datastructures import Headers
 
 
+@functools.lru_cache(maxsize=256)  # every request of a client sends the same header: parse it once
 def is_json(content_type: str | None) -> bool:
     """application/json or application/*+json, parameters allowed (as FastAPI decides what it parses)."""
     if not content_type:

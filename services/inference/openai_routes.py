@@ -13,7 +13,7 @@ from contextlib import aclosing
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
-from services.inference.calls import GenerationCalls, error_responses
+from services.inference.calls import GenerationCalls, error_responses, json_response
 from services.inference.generation import Generation
 from services.inference.schemas import (
     ChatChoice,
@@ -100,7 +100,7 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
     @router.post("/v1/completions", response_model=CompletionResponse,
                  responses={200: {"content": event_stream(CompletionChunk)},
                             **error_responses(404, 413, 415, 500, 503)})
-    def completions(req: CompletionRequest):
+    async def completions(req: CompletionRequest):
         endpoint = "/v1/completions"
         calls.check_model(endpoint, req.model)
         if req.seed is not None:
@@ -111,15 +111,15 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
         if req.stream:
             stream = calls.stream(endpoint, req.prompt, **limits)
             return EventStreamResponse(completion_events(stream, head, include_usage(req)), stream)
-        gen = calls.run(endpoint, req.prompt, **limits)
-        return CompletionResponse(
+        gen = await calls.generate(endpoint, req.prompt, **limits)
+        return json_response(CompletionResponse(
             **head, usage=usage(gen),
-            choices=[CompletionChoice(text=gen.text, finish_reason=gen.openai_finish_reason)])
+            choices=[CompletionChoice(text=gen.text, finish_reason=gen.openai_finish_reason)]))
 
     @router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
                  responses={200: {"content": event_stream(ChatCompletionChunk)},
                             **error_responses(400, 404, 413, 415, 500, 503)})
-    def chat_completions(req: ChatCompletionRequest):
+    async def chat_completions(req: ChatCompletionRequest):
         endpoint = "/v1/chat/completions"
         calls.check_model(endpoint, req.model)
         calls.require_ready(endpoint)
@@ -136,10 +136,10 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
         if req.stream:
             stream = calls.stream(endpoint, prompt, **limits)
             return EventStreamResponse(chat_events(stream, head, include_usage(req)), stream)
-        gen = calls.run(endpoint, prompt, **limits)
-        return ChatCompletionResponse(
+        gen = await calls.generate(endpoint, prompt, **limits)
+        return json_response(ChatCompletionResponse(
             **head, usage=usage(gen),
-            choices=[ChatChoice(message=ChatReply(content=gen.text), finish_reason=gen.openai_finish_reason)])
+            choices=[ChatChoice(message=ChatReply(content=gen.text), finish_reason=gen.openai_finish_reason)]))
 
     @router.get("/v1/models", response_model=ModelList)
     def models() -> ModelList:

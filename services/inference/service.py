@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from services.inference.configs import ServingConfig
+from services.inference.encode import prompt_encoder
 from services.inference.engines import Engine, EngineSettings, engine_class
 from services.inference.generation import Generation, GenerationJob, InvalidRequest
 from services.inference.schemas import DEFAULT_MAX_LENGTH
@@ -31,23 +32,27 @@ WARMUP_SETTLED = 0.9    # a pass whose time is above 90 % of the previous one's 
 WARMUP_NOISE_S = 0.005  # and so does one less than 5 ms faster (timer and scheduling noise, not a compile)
 
 
+def workload_texts(prompts_file: Path | None) -> list[str]:
+    """The prompts of a JSONL workload (``new_prompt`` or ``prompt``); [] where it is unreadable."""
+    try:
+        lines = prompts_file.read_text(encoding="utf-8").splitlines() if prompts_file else []
+    except OSError as exc:
+        log.warning("warm-up prompts %s unreadable (%s); warming one prompt length only", prompts_file, exc)
+        return []
+    records = (json.loads(line) for line in lines if line.strip())
+    return [text for r in records if (text := r.get("new_prompt") or r.get("prompt") or "")]
+
+
 def warmup_shapes(tokenize, prompts_file: Path | None) -> list[list[int]]:
     """One prompt (token ids) per distinct prompt length of the workload, shortest first. TorchScript's
     profiling executor specializes per input shape, ORT and cuBLAS pick kernels per shape: every length
     the workload sends is run before /ready, so none compiles inside the measured window. Without a
     readable prompt file: the single built-in warm-up prompt."""
     by_length: dict[int, list[int]] = {}
-    try:
-        lines = prompts_file.read_text(encoding="utf-8").splitlines() if prompts_file else []
-    except OSError as exc:
-        log.warning("warm-up prompts %s unreadable (%s); warming one prompt length only", prompts_file, exc)
-        lines = []
-    for line in lines:
-        if line.strip():
-            record = json.loads(line)
-            ids = tokenize(record.get("new_prompt") or record.get("prompt") or "")
-            if ids:
-                by_length.setdefault(len(ids), ids)
+    for text in workload_texts(prompts_file):
+        ids = tokenize(text)
+        if ids:
+            by_length.setdefault(len(ids), ids)
     if not by_length:
         ids = tokenize(WARMUP_PROMPT)
         by_length[len(ids)] = ids
@@ -89,6 +94,9 @@ class InferenceService:
         self.load_seconds: float | None = None
         self.engine: Engine | None = None
         self._gpu_uuids: list[str] | None = None
+        self.http_server: dict | None = None  # what serves it over HTTP (set by __main__; None in-process)
+        # prompt -> token ids; load() swaps in the cheapest encoder equal to this (services/inference/encode.py)
+        self.encode = lambda text: self.tokenizer(text)["input_ids"]
 
     # -- start-up ---------------------------------------------------------------------------------
     def load(self) -> None:
@@ -113,7 +121,9 @@ class InferenceService:
             t_load = time.time()
             self.engine.load()
             self.load_seconds = time.time() - t_load
-            self.warm_up(warmup_shapes(lambda text: self.tokenizer(text)["input_ids"], self.warmup_prompts))
+            # the workload's prompts, as every request's, through the cheapest encoder equal to __call__
+            self.encode = prompt_encoder(self.tokenizer, [WARMUP_PROMPT, *workload_texts(self.warmup_prompts)])
+            self.warm_up(warmup_shapes(self.encode, self.warmup_prompts))
         except Exception as exc:
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             if "trust_remote_code" in str(exc) and not self.model.trust_remote_code:
@@ -199,7 +209,7 @@ class InferenceService:
         if len(prompt) > self.context * 64:  # no tokenizer yields < 1 token per 64 chars: too long
             raise InvalidRequest(f"prompt is {len(prompt)} characters, far longer than the model's context",
                                  "prompt")
-        ids = self.tokenizer(prompt)["input_ids"]
+        ids = self.encode(prompt)
         if not ids:
             raise InvalidRequest("prompt tokenizes to no tokens", "prompt")
         new = self.limits(len(ids), max_new_tokens, max_length)
@@ -248,4 +258,5 @@ class InferenceService:
             "warmup": self.warmup_record,
             "engine_details": engine,
             "versions": {"python": platform.python_version(), **engine.get("versions", {})},
+            "http_server": self.http_server,
         }

@@ -59,6 +59,7 @@ class GenerationWatcher:
         self.detok = IncrementalDetokenizer(tokenizer) if (self.stops or on_text) and tokenizer else None
         self.puts = 0
         self.first_token_at: float | None = None  # epoch s, the service's clock
+        self.last_token_at: float | None = None  # the latest new token's time (the last one's, once ended)
         self.stopped = False  # a stop string appeared
         self.cancelled = False  # the client went away
         self.text = ""  # the text so far, cut before a stop string
@@ -70,8 +71,9 @@ class GenerationWatcher:
         self.puts += 1
         if self.puts == 1:
             return  # the prompt
+        self.last_token_at = time.time()
         if self.puts == 2:
-            self.first_token_at = time.time()
+            self.first_token_at = self.last_token_at
         if self.finish is not None:
             return
         ids = value.reshape(-1).tolist() if hasattr(value, "reshape") else list(value)

@@ -19,7 +19,7 @@ from tests.conftest import ROOT, Server, free_port
 
 PROMPTS = read_prompts(PAPER_PROMPTS)
 RESPONSE_KEYS = {"text", "token_ids", "prompt_tokens", "completion_tokens", "started_at", "finished_at",
-                 "latency_s", "first_token_at", "finish_reason", "config", "model"}
+                 "latency_s", "first_token_at", "decode_s", "finish_reason", "config", "model"}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,11 @@ def test_generate_contract(start_server, config):
                                                     "ignore_eos": True}).json()
     ttft = long["first_token_at"] - long["started_at"]
     assert 0 < ttft < long["latency_s"] / 5  # one token of 40 (prefill included), not the whole request
+    # decode time: first to last token, inside the request and after its first token, most of the request
+    assert 0 < long["decode_s"] <= long["finished_at"] - long["first_token_at"]
+    assert long["decode_s"] > long["latency_s"] / 2  # 39 of 40 steps, not the prefill
+    one = server.client.post("/v1/generate", json={"prompt": PROMPTS[0], "max_new_tokens": 1}).json()
+    assert one["completion_tokens"] == 1 and one["decode_s"] == 0.0  # one token: no decode
 
 
 @pytest.mark.parametrize("config", CPU_CONFIGS)

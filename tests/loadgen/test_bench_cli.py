@@ -24,6 +24,8 @@ from tests.loadgen.conftest import run_bench
     (["--preset", "fast"], {}, "unknown preset 'fast'"),
     (["--timeout", "0"], {}, "--timeout (seconds) must be > 0"),
     (["--max-new-tokens", "0"], {}, "--max-new-tokens must be >= 1"),
+    (["--stream"], {}, "--stream (STREAM=1) needs --max-new-tokens"),
+    ([], {"STREAM": "1"}, "--stream (STREAM=1) needs --max-new-tokens"),
     (["--config", "torch-cuda"], {}, "no usable NVIDIA GPU"),
     # sensors: a choice this machine cannot satisfy says how to fix it
     (["--cpu-sensor", "turbo"], {}, "cpu sensor 'turbo': choose one of auto, rapl, energibridge, estimate"),

@@ -32,6 +32,8 @@ class Stub(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         Stub.seen.append(body)
+        if self.path == "/v1/completions":
+            return self.stream(body)
         if "refused" in body["prompt"]:
             return self.reply(500, {"detail": "generation failed: boom"})
         if "stalls" in body["prompt"]:
@@ -41,6 +43,33 @@ class Stub(BaseHTTPRequestHandler):
         self.reply(200, {"text": " x", "token_ids": ids, "prompt_tokens": 3, "completion_tokens": len(ids),
                          "started_at": t - 0.01, "finished_at": t, "latency_s": 0.01, "first_token_at": t - 0.006,
                          "decode_s": 0.006 if len(ids) > 1 else 0.0, "config": "stub", "model": "stub"})
+
+    def stream(self, body):
+        """OpenAI's SSE: a chunk per piece 50 ms apart (the last with the finish reason), usage, [DONE]."""
+        if "refused" in body["prompt"]:
+            return self.reply(422, {"detail": [{"loc": ["body", "max_tokens"], "msg": "too many"}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def event(payload):
+            data = f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        head = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "stub"}
+        pieces = [" x", " y", " z"]
+        for i, piece in enumerate(pieces):
+            time.sleep(0.05)
+            event({**head, "choices": [{"index": 0, "text": piece,
+                                        "finish_reason": "length" if i == len(pieces) - 1 else None}]})
+        if "truncated" in body["prompt"]:  # the connection ends before [DONE]
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        event({**head, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}})
+        event("[DONE]")
+        self.wfile.write(b"0\r\n\r\n")
 
     def reply(self, code, payload):
         data = json.dumps(payload).encode()
@@ -119,3 +148,39 @@ def test_a_bad_stop_list_stops_locust_before_any_request(tmp_path, stub, stop):
                        timeout=60)
     assert r.returncode == 2 and "--stop must be a JSON list" in r.stderr
     assert Stub.seen == [] and not (tmp_path / "rows.csv").exists()
+
+
+def test_stream_replays_with_sse_and_times_the_chunks_as_they_arrive(tmp_path, stub):
+    prompts = tmp_path / "three.jsonl"
+    texts = ["def ok(", "def refused(", "def truncated("]
+    prompts.write_text("".join(json.dumps({"task_id": f"t{i}", "new_prompt": p}) + "\n" for i, p in enumerate(texts)))
+    rows_csv = tmp_path / "rows.csv"
+    env = bench_env(WATTSERVE_PROMPTS=str(prompts), WATTSERVE_REQUESTS_CSV=str(rows_csv), WATTSERVE_STREAM="1",
+                    WATTSERVE_MAX_NEW_TOKENS="3", WATTSERVE_IGNORE_EOS="1", WATTSERVE_REQUEST_TIMEOUT="10")
+    r = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadgen" / "locustfile.py"), "--headless",
+                        "-u", "1", "-r", "1", "--host", stub, "--only-summary"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr  # two requests failed
+    assert [b["prompt"] for b in Stub.seen] == texts
+    assert all(b["stream"] is True and b["stream_options"] == {"include_usage": True} and b["max_tokens"] == 3
+               and b["ignore_eos"] is True and "max_new_tokens" not in b for b in Stub.seen)
+    ok, refused, truncated = read_requests(rows_csv)
+    assert timing_problems([ok]) == []
+    assert ok["status"] == "ok" and ok["output"] == " x y z" and ok["completion_tokens"] == 3 and ok["token_ids"] == []
+    # the first piece arrived after ~50 ms, the last ~100 ms after it: times as this client saw them, not
+    # as one block at the end (a reader that waited for 1 KiB would see them all at once)
+    assert 0.04 < ok["ttft_s"] < ok["latency_s"] and 0.08 < ok["decode_s"] < ok["latency_s"]
+    assert ok["itl_mean_s"] == pytest.approx(ok["decode_s"] / 2)
+    assert refused["status"] == "failed" and refused["http_status"] == 422 and "too many" in refused["error"]
+    assert truncated["status"] == "failed" and "without data: [DONE]" in truncated["error"]
+    assert truncated["ttft_s"] is None
+
+
+def test_stream_without_a_new_token_limit_is_refused_before_any_request(tmp_path, stub):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"task_id": "a", "new_prompt": "def f("}\n')
+    env = bench_env(WATTSERVE_PROMPTS=str(prompts), WATTSERVE_STREAM="1", WATTSERVE_MAX_LENGTH="128")
+    r = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadgen" / "locustfile.py"), "--headless",
+                        "-u", "1", "-r", "1", "--host", stub], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "--stream needs --max-new-tokens" in r.stderr and Stub.seen == []

@@ -86,6 +86,11 @@ def test_bench_replays_every_prompt_once_in_order_inside_the_window(tmp_path, ti
         assert all(0 < x["ttft_s"] <= x["latency_s"] for x in rows)  # the service's first token, this clock
         assert all(x["prefill_j"] + x["decode_j"] == pytest.approx(x["energy_j"]) for x in rows)
         assert m["summary"]["median_ttft_s"] == pytest.approx(statistics.median(x["ttft_s"] for x in rows))
+        # the service's decode time (first to last token) and the mean inter-token latency it gives
+        assert all(0 <= x["decode_s"] < x["latency_s"] - x["ttft_s"] + 1e-6 for x in rows)
+        assert all(x["itl_mean_s"] == pytest.approx(x["decode_s"] / (x["completion_tokens"] - 1))
+                   if x["completion_tokens"] > 1 else x["itl_mean_s"] is None for x in rows)
+        assert m["summary"]["itl_median_s"] is not None and m["summary"]["ttft_p90_s"] >= m["summary"]["median_ttft_s"]
         assert all(a["end"] <= b["start"] for a, b in zip(rows, rows[1:]))  # one at a time, in order
         assert all(0 < x["server_latency_s"] <= x["latency_s"] for x in rows)
 
@@ -132,6 +137,27 @@ def test_a_custom_prompt_file_reaches_the_warm_up(tmp_path, tiny_ready):
     tok = AutoTokenizer.from_pretrained(str(tiny_ready.load_source))
     assert warm["prompts"] == str(prompts.resolve())
     assert warm["prompt_lengths"] == sorted({len(tok(t)["input_ids"]) for t in texts})
+
+
+def test_a_streamed_bench_times_each_request_as_its_client_sees_it(tmp_path, tiny_ready):
+    """--stream: the same prompts and limits over SSE on /v1/completions; TTFT and decode time from the
+    chunks' arrival at Locust, the run complete and valid, outputs not compared (no token ids)."""
+    prompts = tmp_path / "twelve.jsonl"
+    prompts.write_text("".join(json.dumps({"task_id": p.task_id, "new_prompt": p.text}) + "\n"
+                               for p in PAPER.items[:12]))
+    r = run_bench("--config", "torch-cpu", *QUICK, "--ignore-eos", "--stream", "--prompts", str(prompts),
+                  "--results", str(tmp_path / "r"), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (run,) = run_dirs(tmp_path / "r")
+    m = validate_run(run)  # the validator accepts the streamed timing (and would refuse an impossible one)
+    assert m["status"] == "complete" and m["generation"]["stream"] is True
+    rows = read_requests(run / "requests.csv")
+    assert len(rows) == 12 and all(x["status"] == "ok" and x["completion_tokens"] == 8 for x in rows)
+    assert all(x["token_ids"] == [] and x["output"] for x in rows)  # SSE carries text, not ids
+    assert all(0 < x["ttft_s"] < x["ttft_s"] + x["decode_s"] <= x["latency_s"] for x in rows)
+    assert all(x["itl_mean_s"] == pytest.approx(x["decode_s"] / 7) for x in rows)
+    assert m["summary"]["itl_median_s"] > 0 and m["summary"]["median_ttft_s"] > 0
+    assert "streamed: no token ids" in r.stdout  # the bench table does not call a stream's outputs different
 
 
 def test_ctrl_c_mid_inference_stops_the_service_and_marks_the_run_interrupted(tmp_path, tiny_ready):
