@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from loadgen.runfolder import MANIFEST
@@ -43,17 +44,15 @@ def advertised(sampler, chk, job: dict):
     return AdvertisedSampler(sampler, path, labels, node_address(os.environ.get("SLURM_SUBMIT_HOST")))
 
 
+STOPPED_BEFORE_RUN = "stopped by Slurm before its run started: nothing recorded"  # the coordinator reads it
+
+
 def killed_by_slurm(job: dict) -> str:
     return (f"abandoned: Slurm stopped job {job.get('job_id')} on {job.get('node')} during this run "
             "(scancel, time limit or node shutdown); the cell runs again")
 
 
 def main(argv=None) -> int:
-    from loadgen.study.cellrun import cell_run_plan, study_sampler
-    from loadgen.study.plan import Cell, check
-    from loadgen.study.spec import StudyError, load_spec
-    from loadgen.study.state import abandon
-
     ap = argparse.ArgumentParser(prog="python -m loadgen.study.job", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spec")
@@ -66,6 +65,19 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return _attempt(args)
+    except KeyboardInterrupt:  # before run_once made a run folder (after, it raises RunInterrupted)
+        print(STOPPED_BEFORE_RUN, flush=True)
+        return 1
+
+
+def _attempt(args) -> int:
+    from loadgen.study.cellrun import cell_run_plan, study_sampler
+    from loadgen.study.plan import Cell, check
+    from loadgen.study.spec import StudyError, load_spec
+    from loadgen.study.state import abandon
+
     try:
         spec = load_spec(Path(args.spec))
         chk = check(spec, Path(args.spec), args.results)
@@ -87,6 +99,12 @@ def main(argv=None) -> int:
     listen = (spec.slurm.exporters_listen if spec.slurm else "0.0.0.0")
     print(f"slurm job {job['job_id']} on {job['node']}: {cell.label} (cell {args.position}/{len(order)}, "
           f"attempt {args.attempt})", flush=True)
+    rest = spec.protocol.rest_s
+    if rest:  # the local executor rests between runs; here each job rests first, on its exclusive node
+        print(f"resting {rest:g} s before the run (protocol.rest_s: the node idles, nothing of ours running)",
+              flush=True)
+        time.sleep(rest)
+    job["rest_before_s"] = rest
     run_plan = cell_run_plan(chk, plan, cell, args.position, len(order), args.attempt, extra={"slurm": job})
     try:
         run_dir = run_once(run_plan, sampler=advertised(study_sampler(chk, addr=listen), chk, job))

@@ -194,11 +194,21 @@ def test_a_study_through_slurm_each_cell_its_own_job_results_as_a_local_study(tm
     assert len(rows) == 2 and {r["host_fingerprint"] for r in rows} == {ms[0]["host"]["fingerprint"]["short"]}
 
 
-def test_scancel_of_a_running_cell_abandons_its_run_keeps_its_rows_and_retries_the_cell(tmp_path, spec_of):
-    # retries 0: a run Slurm killed is not the cell's fault, it runs again all the same
-    spec = spec_of("sc", configs=["torch-cpu"], repetitions=1, retries=0, protocol={"max_new_tokens": 16, "cooldown_s": 3})
+def test_scancel_in_the_rest_and_mid_run_abandons_keeps_the_rows_and_retries_the_cell(tmp_path, spec_of):
+    # retries 0: neither stop is the cell's fault, so it runs again all the same, twice
+    spec = spec_of("sc", configs=["torch-cpu"], repetitions=1, retries=0,
+                   protocol={"max_new_tokens": 16, "cooldown_s": 3, "rest_s": 4})
     study_dir = tmp_path / "results" / "sc"
     study = Study(spec, "--executor", "slurm")
+    logs = study_dir / "slurm"
+
+    def resting():
+        return next((lg for lg in sorted(logs.glob("ws.sc.1.1.*.log")) if "resting 4 s" in lg.read_text()), None)
+
+    log = wait(resting, "the first job resting before its run", study=study, poll=0.05)
+    rested_job = log.name.split(".")[-2]
+    subprocess.run(["scancel", rested_job], check=True, timeout=30)
+    study.wait_line(f"job {rested_job} (", timeout=120)
     runs = study_dir / "runs"
     cut = wait(lambda: next((d for d in sorted(runs.glob("*")) if runs.is_dir() and recorded_rows(d) >= 3), None),
                "run with 3 requests recorded", study=study, poll=0.05)
@@ -206,20 +216,24 @@ def test_scancel_of_a_running_cell_abandons_its_run_keeps_its_rows_and_retries_t
     subprocess.run(["scancel", job_id], check=True, timeout=30)
     study.proc.wait(600)
     assert study.proc.returncode == 0, study.output
+    assert f"job {rested_job} (tiny torch-cpu r1, attempt 1): cancelled" in study.output, study.output
+    assert "nothing recorded" in log.read_text()
     assert f"job {job_id} (" in study.output and "will be retried" in study.output
 
     m = json.loads((cut / "run.json").read_text())
     assert m["status"] == "failed" and m["abandoned"] is True and job_id in m["error"], m["error"]
+    assert m["study"]["attempt"] == 2 and m["study"]["slurm"]["rest_before_s"] == 4
     from loadgen.runfolder import read_requests, validate_run
 
     assert len(read_requests(cut / "requests.csv")) >= 3  # its rows were kept
     validate_run(cut)
     ms = run_manifests(study_dir)
+    assert len(ms) == 2, "the attempt stopped in its rest made no run folder"
     complete = [x for x in ms if x["status"] == "complete"]
     assert len(complete) == 1 and complete[0]["study"]["cell"] == m["study"]["cell"]
     again = complete[0]
-    assert again["study"]["attempt"] == m["study"]["attempt"] + 1 and again["study"]["slurm"]["job_id"] != job_id
-    assert len(jobs_file(study_dir)) == 2 and len(ms) == 2
+    assert again["study"]["attempt"] == 3 and again["study"]["slurm"]["job_id"] not in (job_id, rested_job)
+    assert len(jobs_file(study_dir)) == 3
 
 
 def test_coordinator_sigkilled_with_jobs_queued_then_the_node_drained_resumes_none_lost_none_twice(tmp_path, spec_of):

@@ -10,8 +10,9 @@ study folder, which the nodes share:
 - A job that left the queue is judged by its run folder (run.json names the job id): complete, failed
   (retried up to ``retries``), or cut off (SIGKILL after KillWait, node failure: marked failed/abandoned
   here with its rows kept, and retried, not counted against ``retries``). A job that ran but ended before
-  making a run folder is a failed attempt; one cancelled before it started costs nothing.
-- Order: cells are submitted strictly in the plan's order (a later cell never jumps ahead in the queue).
+  making a run folder is a failed attempt; one stopped before its run started costs nothing.
+- Order: cells are submitted strictly in the plan's order (a later cell never jumps ahead in the queue);
+  each job rests ``protocol.rest_s`` on its node before its run, as the local executor rests between runs.
 - Blocking on hardware: the cells of one (repetition, model) go to the node where its first run went
   (``--nodelist``), so one block is measured on one host fingerprint; the others of that group, and
   every cell after them, wait until that node is known. A drained node's pending cells wait for it;
@@ -31,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from loadgen.study.executors.slurm_jobs import (JOBS_FILE, SLURM_DIR, append_job, cut_off, job_name, job_started,
+from loadgen.study.executors.slurm_jobs import (JOBS_FILE, SLURM_DIR, append_job, cut_off, job_name, job_ran,
                                                 other_hardware, parse_name, queue, read_jobs, require_slurm,
                                                 runs_by_job, sbatch_argv)
 from loadgen.study.plan import Cell, Checked, load_or_create_plan
@@ -67,7 +68,7 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
     by_job = runs_by_job(chk.study_dir)
     failed_no_run = collections.Counter()  # jobs that ran but ended before making a run folder: failed attempts
     for r in records:
-        if r["job_id"] not in live and r["job_id"] not in by_job and job_started(chk.study_dir, r["job_id"]):
+        if r["job_id"] not in live and r["job_id"] not in by_job and job_ran(chk.study_dir, r["job_id"]):
             failed_no_run[order[r["position"] - 1]] += 1
     inflight: dict[str, tuple[Cell, int]] = {j.job_id: (order[parse_name(j.name, spec.name)[0] - 1],
                                                         parse_name(j.name, spec.name)[1]) for j in live.values()}
@@ -149,8 +150,8 @@ def run_study(chk: Checked, spec_path: Path, retry_failed: bool = False, cancel_
             for job_id in ended:
                 c, attempt = inflight.pop(job_id)
                 st = cells[c]
-                if job_id not in by_job and not job_started(chk.study_dir, job_id):
-                    outcome, error = "cancelled", f"job {job_id} left the queue before it started (scancel?)"
+                if job_id not in by_job and not job_ran(chk.study_dir, job_id):
+                    outcome, error = "cancelled", f"job {job_id} was stopped before its run started (scancel?)"
                 elif job_id not in by_job:
                     failed_no_run[c] += 1
                     outcome, error = "failed", f"job {job_id} ended without a run folder (see {SLURM_DIR}/*.{job_id}.log)"

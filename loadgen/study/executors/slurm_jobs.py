@@ -146,9 +146,17 @@ def other_hardware(by_job: dict, m: dict) -> None:
               "never compares them (each fingerprint apart)", flush=True)
 
 
-def job_started(study_dir: Path, job_id: str) -> bool:
-    """Whether a job that left the queue ever ran: Slurm creates its log as it starts."""
-    return any((study_dir / SLURM_DIR).glob(f"*.{job_id}.log"))
+def job_ran(study_dir: Path, job_id: str) -> bool:
+    """Whether a job that left the queue without a run folder was an attempt: it started (Slurm creates
+    its log as it starts) and was not stopped before its run began (job.py says so in its log)."""
+    from loadgen.study.job import STOPPED_BEFORE_RUN
+
+    for log in (study_dir / SLURM_DIR).glob(f"*.{job_id}.log"):
+        try:
+            return STOPPED_BEFORE_RUN not in log.read_text(errors="replace")
+        except OSError:
+            return True
+    return False
 
 
 def cut_off(job_id: str) -> str:
