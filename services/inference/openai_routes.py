@@ -31,6 +31,7 @@ from services.inference.schemas import (
     CompletionUsage,
     ModelCard,
     ModelList,
+    StreamOptions,
     event_stream,
     stop_list,
 )
@@ -44,8 +45,14 @@ def usage(gen: Generation) -> CompletionUsage:
                            total_tokens=gen.prompt_tokens + gen.completion_tokens)
 
 
-def include_usage(req: CompletionRequest | ChatCompletionRequest) -> bool:
-    return bool(req.stream_options and req.stream_options.include_usage)
+def include_usage(options: StreamOptions | None) -> bool:
+    return bool(options and options.include_usage)
+
+
+def running_usage(options: StreamOptions | None) -> bool:
+    """continuous_usage_stats (vLLM's, guidellm asks for it): usage in every chunk; the last usage chunk
+    still needs include_usage."""
+    return bool(options and options.continuous_usage_stats)
 
 
 def openai_reason(finish: str | None) -> str | None:
@@ -55,18 +62,24 @@ def openai_reason(finish: str | None) -> str | None:
 
 async def sse_events(stream: TokenStream, chunk: Callable[[str, str | None], BaseModel],
                      usage_chunk: Callable[[CompletionUsage], BaseModel] | None,
-                     first: BaseModel | None = None) -> AsyncIterator[bytes]:
+                     first: BaseModel | None = None, running_usage: bool = False) -> AsyncIterator[bytes]:
     """The events of one stream: ``first`` (if any), a chunk per piece of text (the last token's with the
-    finish reason), the usage chunk (if asked for), ``[DONE]``. An engine failure after the first byte
-    can no longer be a 500: it is an ``error`` event (OpenAI's shape, which the SDK raises), and no
-    ``[DONE]``, so no client takes the stream for complete."""
-    exclude = None if usage_chunk else {"usage"}
+    finish reason; with ``running_usage`` each carries the usage so far, vLLM's continuous_usage_stats), the
+    usage chunk (if asked for), ``[DONE]``. An engine failure after the first byte can no longer be a 500:
+    it is an ``error`` event (OpenAI's shape, which the SDK raises), and no ``[DONE]``, so no client takes
+    the stream for complete."""
+    exclude = None if (usage_chunk or running_usage) else {"usage"}
+    prompt_tokens = len(stream.job.ids)
     if first is not None:
         yield sse(first.model_dump(exclude=exclude))
     try:
         async with aclosing(stream.pieces()) as pieces:
-            async for piece, finish in pieces:
-                yield sse(chunk(piece, openai_reason(finish)).model_dump(exclude=exclude))
+            async for piece, finish, tokens in pieces:
+                event = chunk(piece, openai_reason(finish))
+                if running_usage:
+                    event.usage = CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=tokens,
+                                                  total_tokens=prompt_tokens + tokens)
+                yield sse(event.model_dump(exclude=exclude))
     except Exception as exc:  # the engine's own exception, already counted as a 500 by calls
         yield sse({"error": {"message": f"generation failed: {type(exc).__name__}: {exc}", "type": "server_error",
                              "code": 500}})
@@ -76,21 +89,23 @@ async def sse_events(stream: TokenStream, chunk: Callable[[str, str | None], Bas
     yield DONE_EVENT
 
 
-def completion_events(stream: TokenStream, head: dict, with_usage: bool) -> AsyncIterator[bytes]:
+def completion_events(stream: TokenStream, head: dict, options: StreamOptions | None) -> AsyncIterator[bytes]:
     return sse_events(
         stream, lambda text, finish: CompletionChunk(**head, choices=[
             CompletionChunkChoice(text=text, finish_reason=finish)]),
-        (lambda u: CompletionChunk(**head, choices=[], usage=u)) if with_usage else None)
+        (lambda u: CompletionChunk(**head, choices=[], usage=u)) if include_usage(options) else None,
+        running_usage=running_usage(options))
 
 
-def chat_events(stream: TokenStream, head: dict, with_usage: bool) -> AsyncIterator[bytes]:
+def chat_events(stream: TokenStream, head: dict, options: StreamOptions | None) -> AsyncIterator[bytes]:
     """OpenAI's chat stream: a first chunk with the role, then the content pieces."""
     return sse_events(
         stream, lambda text, finish: ChatCompletionChunk(**head, choices=[
             ChatChunkChoice(delta=ChatDelta(content=text), finish_reason=finish)]),
-        (lambda u: ChatCompletionChunk(**head, choices=[], usage=u)) if with_usage else None,
+        (lambda u: ChatCompletionChunk(**head, choices=[], usage=u)) if include_usage(options) else None,
         first=ChatCompletionChunk(**head, choices=[ChatChunkChoice(delta=ChatDelta(role="assistant", content=""),
-                                                                   finish_reason=None)]))
+                                                                   finish_reason=None)]),
+        running_usage=running_usage(options))
 
 
 def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
@@ -110,7 +125,7 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
         head = dict(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=service.model.name)
         if req.stream:
             stream = calls.stream(endpoint, req.prompt, **limits)
-            return EventStreamResponse(completion_events(stream, head, include_usage(req)), stream)
+            return EventStreamResponse(completion_events(stream, head, req.stream_options), stream)
         gen = await calls.generate(endpoint, req.prompt, **limits)
         return json_response(CompletionResponse(
             **head, usage=usage(gen),
@@ -135,7 +150,7 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
         head = dict(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=service.model.name)
         if req.stream:
             stream = calls.stream(endpoint, prompt, **limits)
-            return EventStreamResponse(chat_events(stream, head, include_usage(req)), stream)
+            return EventStreamResponse(chat_events(stream, head, req.stream_options), stream)
         gen = await calls.generate(endpoint, prompt, **limits)
         return json_response(ChatCompletionResponse(
             **head, usage=usage(gen),

@@ -73,6 +73,8 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     include_usage: StrictBool = Field(default=False, description="a last chunk with empty choices and the usage")
+    continuous_usage_stats: StrictBool = Field(default=False, description="vLLM's: every chunk carries the usage "
+                                               "so far (completion_tokens: the tokens made when it was sent)")
 
 
 STREAM_FIELD = Field(default=False, description="true: Server-Sent Events (text/event-stream), one chunk per "

@@ -29,8 +29,9 @@ def sse(payload: dict) -> bytes:
 
 
 class TokenStream:
-    """The pieces of one job's text, in order: ``async for piece, finish in stream.pieces()``; the last
-    carries the finish reason ("stop" | "eos" | "length"). ``generation`` is set once the job ended.
+    """The pieces of one job's text, in order: ``async for piece, finish, tokens in stream.pieces()``; the
+    last carries the finish reason ("stop" | "eos" | "length"); ``tokens`` is how many tokens the engine had
+    made when the piece was released. ``generation`` is set once the job ended.
     ``on_start()`` is called when the job is submitted, ``on_end(future, job)`` on the serving thread when
     it ended, cancelled or not (metrics): a stream never iterated never counts as started."""
 
@@ -45,9 +46,9 @@ class TokenStream:
 
     def on_text(self, piece: str, finish: str | None) -> None:
         """The watcher's listener (serving thread)."""
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, (piece, finish))
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, (piece, finish, self.job.watcher.tokens))
 
-    async def pieces(self) -> AsyncIterator[tuple[str, str | None]]:
+    async def pieces(self) -> AsyncIterator[tuple[str, str | None, int]]:
         self._loop, self._queue = asyncio.get_running_loop(), asyncio.Queue()
         if self.on_start is not None:
             self.on_start()

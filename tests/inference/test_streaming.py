@@ -81,6 +81,22 @@ def test_stream_without_usage_and_refusals_before_the_first_byte(start_server):
         assert client.post("/v1/completions", json={"prompt": PROMPT, "stream": bad}).status_code == 422, bad
 
 
+def test_continuous_usage_stats_count_the_tokens_so_far(start_server):
+    """vLLM's stream_options.continuous_usage_stats (guidellm asks for it): every chunk carries the usage so far."""
+    client = start_server("torch-cpu").client
+    r, events = stream(client, {"prompt": PROMPT, "max_tokens": 20, "ignore_eos": True,
+                                "stream_options": {"include_usage": True, "continuous_usage_stats": True}})
+    *chunks, final, done = events
+    counts = [c["usage"]["completion_tokens"] for c in chunks]
+    assert counts == sorted(counts) and counts[0] >= 1 and counts[-1] == final["usage"]["completion_tokens"] == 20
+    assert {c["usage"]["prompt_tokens"] for c in chunks} == {final["usage"]["prompt_tokens"]}
+    assert all(c["usage"]["total_tokens"] == c["usage"]["prompt_tokens"] + c["usage"]["completion_tokens"]
+               for c in chunks)
+    _, plain = stream(client, {"prompt": PROMPT, "max_tokens": 20, "ignore_eos": True,
+                               "stream_options": {"include_usage": True}})
+    assert all(c["usage"] is None for c in plain[:-2]) and plain[-2]["usage"] == final["usage"]
+
+
 def test_first_chunk_arrives_before_the_generation_ends(start_server):
     """Flushed as produced: the first piece reaches the client long before the last one."""
     client = start_server("torch-cpu").client
