@@ -93,6 +93,8 @@ class CompletionRequest(BaseModel):
     prompt: StrictStr = Field(min_length=1)
     model: StrictStr | None = None
     max_tokens: StrictInt = Field(default=16, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1, description="OpenAI's newer name for "
+                                                    "max_tokens (AIPerf sends it): the same limit")
     temperature: StrictFloat = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
     n: Literal[1] = Field(default=1, description="one completion per request")
     stream: StrictBool = STREAM_FIELD
@@ -119,6 +121,16 @@ class CompletionRequest(BaseModel):
     def options_need_a_stream(self):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed with stream: true")
+        return self
+
+    @model_validator(mode="after")
+    def one_token_limit(self):
+        """max_completion_tokens is max_tokens under its newer name; two different limits are refused."""
+        if self.max_completion_tokens is not None:
+            if "max_tokens" in self.model_fields_set and self.max_tokens != self.max_completion_tokens:
+                raise ValueError(f"max_tokens={self.max_tokens} and max_completion_tokens="
+                                 f"{self.max_completion_tokens} disagree; give one of them")
+            self.max_tokens = self.max_completion_tokens
         return self
 
     @field_validator(*UNSUPPORTED, mode="before")
@@ -253,6 +265,8 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     model: StrictStr | None = None
     max_tokens: StrictInt = Field(default=16, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1, description="OpenAI's newer name for "
+                                                    "max_tokens (AIPerf sends it): the same limit")
     temperature: StrictFloat = Field(default=0.0, ge=0.0, le=0.0, description="only 0 (greedy) is served")
     n: Literal[1] = Field(default=1, description="one completion per request")
     stream: StrictBool = STREAM_FIELD
@@ -264,6 +278,7 @@ class ChatCompletionRequest(BaseModel):
 
     exact_type = field_validator("n", mode="before")(CompletionRequest.exact_type.__func__)
     options_need_a_stream = model_validator(mode="after")(CompletionRequest.options_need_a_stream)
+    one_token_limit = model_validator(mode="after")(CompletionRequest.one_token_limit)
 
 
 class ChatReply(BaseModel):

@@ -69,3 +69,18 @@ def test_chat_without_a_template_is_a_clear_400(client):
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "messages"]
     wrong = client.post("/v1/chat/completions", json={"model": "other", "messages": [{"role": "user", "content": "x"}]})
     assert wrong.status_code == 404
+
+
+def test_max_completion_tokens_is_max_tokens(client):
+    """OpenAI's newer name (AIPerf sends it on /v1/completions too): the same limit, never silently the default."""
+    body = client.post("/v1/completions", json={"prompt": PROMPT, "max_completion_tokens": 5, "ignore_eos": True})
+    assert body.status_code == 200 and body.json()["usage"]["completion_tokens"] == 5, body.text
+    same = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 5, "max_completion_tokens": 5,
+                                                "ignore_eos": True})
+    assert same.json()["choices"][0]["text"] == body.json()["choices"][0]["text"]
+    clash = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 6, "max_completion_tokens": 5})
+    assert clash.status_code == 422 and "disagree" in clash.text
+    assert client.post("/v1/completions", json={"prompt": PROMPT, "max_completion_tokens": 0}).status_code == 422
+    chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                     "max_completion_tokens": 0})
+    assert chat.status_code == 422 and chat.json()["detail"][0]["loc"] == ["body", "max_completion_tokens"]
