@@ -16,7 +16,7 @@
 #   make up         CONFIG=onnx-cpu MODEL=tiny       the Dockerized stack (Grafana on 127.0.0.1:3000 only; WATTSERVE_EXPOSE=1: + :8000, :9090)
 #   make down                                        stop it (the model cache volume is kept)
 #   make dashboards                                  regenerate grafana/dashboards/*.json (grafanalib)
-#   make benchmark-serving                           per-engine latency / HTTP overhead table
+#   make benchmark-serving [SERVING_ARGS=...]        per-engine latency / per-request overhead table
 #   make benchmark-analysis                          times `make analyze` on a study-scale synthetic tree
 #   make overhead                                    CPU share of the local exporters + sampler
 SHELL := /bin/bash
@@ -117,7 +117,7 @@ overhead: $(STAMP)
 	$(PY) -m loadgen.exporter_overhead --seconds 30
 
 benchmark-serving: $(STAMP)
-	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/serving.py $(SERVING_ARGS)
 
 DOCKER_FLAVOURS = cpu $(if $(filter %-cuda cuda all,$(subst $(comma), ,$(CONFIG))),cuda)
 # the device check (scripts/gpu-check.sh --help); GPU_CHECK_ARGS=--dry-run prints its steps anywhere
