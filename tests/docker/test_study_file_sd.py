@@ -53,7 +53,9 @@ def test_prometheus_scrapes_a_jobs_exporters_by_file_sd_labelled_node_and_drops_
             q = urllib.parse.quote('up{node!=""}')
             status, body = http_json(f"{api}/query?query={q}", timeout=5)
             res = body["data"]["result"] if status == 200 else []
-            return {(r["metric"]["node"], r["metric"]["job"]): r for r in res if r["value"][1] == "1"} or None
+            up = {(r["metric"]["node"], r["metric"]["job"]): r for r in res if r["value"][1] == "1"}
+            # Prometheus scrapes each target on its own schedule: wait for both, not the first one up
+            return up if {("node-a", "host"), ("node-a", "estimate")} <= set(up) else None
 
         got = wait_until(up_by_node, 60, what="the job's exporters up in Prometheus")
         assert set(got) == {("node-a", "host"), ("node-a", "estimate")}, got
