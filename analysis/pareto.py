@@ -40,22 +40,24 @@ def front(energy, time) -> np.ndarray:
     return keep
 
 
-def fronts(med: pd.DataFrame, evar: str) -> pd.DataFrame:
-    """Per model and kind of energy: every configuration with both medians, ``on_front`` marked."""
+def fronts(med: pd.DataFrame, evar: str, against: str = "time_s", higher_is_better: bool = False) -> pd.DataFrame:
+    """Per model and kind of energy: every configuration with both medians (``evar`` and ``against``),
+    ``on_front`` marked. Less energy is better; so is less of ``against`` unless ``higher_is_better``
+    (pass@1: more problems solved)."""
     pcol = P.provenance_column(evar)
     rows = []
     for model, g in med.groupby("model", sort=False):
         e = pd.to_numeric(g[evar], errors="coerce")
-        t = pd.to_numeric(g["time_s"], errors="coerce")
+        t = pd.to_numeric(g[against], errors="coerce")
         kind = g[pcol].fillna("").astype(str) if pcol in g else pd.Series("", index=g.index)
         ok = e.notna() & t.notna() & (kind != P.MIXED)
         for k in sorted(set(kind[ok])):
             sel = ok & (kind == k)
-            on = front(e[sel], t[sel])
+            on = front(e[sel], -t[sel] if higher_is_better else t[sel])
             for (_, r), flag in zip(g[sel].iterrows(), on):
                 rows.append({"model": model, "config": r["config"], "provenance": k, "energy": float(r[evar]),
-                             "time_s": float(r["time_s"]), "on_front": bool(flag)})
-    out = pd.DataFrame(rows, columns=["model", "config", "provenance", "energy", "time_s", "on_front"])
+                             against: float(r[against]), "on_front": bool(flag)})
+    out = pd.DataFrame(rows, columns=["model", "config", "provenance", "energy", against, "on_front"])
     if out.empty:
         return out
     return out.sort_values(["model", "config"], key=lambda s: s.map(model_sort_key if s.name == "model"

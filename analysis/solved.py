@@ -34,9 +34,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from analysis import intervals as I  # noqa: E402
 from analysis import provenance as P  # noqa: E402
-from analysis.catalog import canonical_model, config_sort_key, model_sort_key  # noqa: E402
+from analysis.catalog import canonical_model, model_sort_key  # noqa: E402
 from analysis.figure_texts import figure_texts, legend_columns, record_texts  # noqa: E402
-from analysis.pareto import MARKERS, front  # noqa: E402
+from analysis.pareto import MARKERS  # noqa: E402
+from analysis.pareto import fronts as pareto_fronts  # noqa: E402
 
 WORKLOAD = "humaneval"
 REGISTRY = Path(__file__).resolve().parents[1] / "services" / "models" / "registry.yaml"
@@ -79,25 +80,9 @@ def _non_equivalent(flags: str) -> str:
 
 
 def fronts(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model and kind of energy: every configuration with both medians, ``on_front`` marked."""
-    pcol = P.provenance_column(ENERGY)
-    rows = []
-    for model, g in table.groupby("model", sort=False):
-        e = pd.to_numeric(g[ENERGY], errors="coerce")
-        acc = pd.to_numeric(g["pass_at_1"], errors="coerce")
-        kind = g[pcol].fillna("").astype(str) if pcol in g else pd.Series("", index=g.index)
-        ok = e.notna() & acc.notna() & (kind != P.MIXED)
-        for k in sorted(set(kind[ok])):
-            sel = ok & (kind == k)
-            on = front(e[sel], -acc[sel])  # less energy, more problems solved
-            for (_, r), flag in zip(g[sel].iterrows(), on):
-                rows.append({"model": model, "config": r["config"], "provenance": k, "energy": float(r[ENERGY]),
-                             "pass_at_1": float(r["pass_at_1"]), "on_front": bool(flag)})
-    out = pd.DataFrame(rows, columns=["model", "config", "provenance", "energy", "pass_at_1", "on_front"])
-    if out.empty:
-        return out
-    return out.sort_values(["model", "config"], key=lambda s: s.map(model_sort_key if s.name == "model"
-                                                                     else config_sort_key)).reset_index(drop=True)
+    """Per model and kind of energy: every configuration with energy and pass@1, ``on_front`` marked
+    (less energy, more problems solved; analysis/pareto.py's front)."""
+    return pareto_fronts(table, ENERGY, against="pass_at_1", higher_is_better=True)
 
 
 def published_pass_at_1(path: Path = REGISTRY) -> dict[str, dict]:
