@@ -38,10 +38,15 @@ class Stub(BaseHTTPRequestHandler):
             return self.reply(500, {"detail": "generation failed: boom"})
         if "stalls" in body["prompt"]:
             time.sleep(2.0)
+        # real timestamps on the host's clock, inside the client's [start, end] (a first token stamped
+        # before the request arrived would be dropped by the replay, as it should)
+        started = time.time()
+        first = time.time()
+        time.sleep(0.007)
         t = time.time()
         ids = [1] if "again" in body["prompt"] else [1, 2]  # one token: no inter-token latency
         self.reply(200, {"text": " x", "token_ids": ids, "prompt_tokens": 3, "completion_tokens": len(ids),
-                         "started_at": t - 0.01, "finished_at": t, "latency_s": 0.01, "first_token_at": t - 0.006,
+                         "started_at": started, "finished_at": t, "latency_s": t - started, "first_token_at": first,
                          "decode_s": 0.006 if len(ids) > 1 else 0.0, "config": "stub", "model": "stub"})
 
     def stream(self, body):
