@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.bench import PRESETS, header, parser, resolve_settings, schedule
+from loadgen.bench import header, schedule
+from loadgen.bench_settings import PRESETS, parser, resolve_settings
 from loadgen.runners import RunnerError, choose_runner
 from tests.loadgen.conftest import run_bench
 

@@ -182,7 +182,7 @@ def test_no_stack_is_none_and_a_named_absent_one_an_error():
 
 
 def test_the_native_runner_never_joins_a_named_stack():
-    from loadgen.bench import UsageError, stack_settings
+    from loadgen.bench_settings import UsageError, stack_settings
 
     assert stack_settings("native", None, {})[0] is None
     with pytest.raises(UsageError, match="only the docker runner joins a stack"):
