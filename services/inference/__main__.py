@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from services.inference.configs import CONFIGS, UNSUPPORTED, ConfigError, ServingConfig, require_cuda
-from services.inference.engines import EngineSettings
+from services.inference.engines import EngineSettings, engine_class
+from services.inference.engines.precision import check_engine
 from services.inference.schemas import DEFAULT_MAX_BODY_BYTES
 from services.inference.service import PAPER_PROMPTS
 from services.models.cache import cache_root
@@ -47,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(env("PORT", 8000)), help="port (default 8000) [WATTSERVE_PORT]")
     p.add_argument("--threads", type=int, default=int(env("THREADS", default_threads())),
                    help="CPU threads for every engine (default: all cores) [WATTSERVE_THREADS]")
-    p.add_argument("--precision", default=env("PRECISION", "fp32"), help="inference precision (fp32) [WATTSERVE_PRECISION]")
+    p.add_argument("--precision", default=env("PRECISION", "fp32"), help="inference precision: fp32 (default), or a lower one the engine declares in its "
+                   "precisions; a refusal names them [WATTSERVE_PRECISION]")
     p.add_argument("--warmup", type=int, default=int(env("WARMUP_REQUESTS", 3)),
                    help="minimum warm-up passes before /ready says 200: each pass runs one short generation per "
                         "distinct prompt length of --warmup-prompts on the serving thread; passes go on (at most 8) "
@@ -116,6 +118,7 @@ def main(argv=None) -> int:
             require_cuda()
         model = resolve(args.model, revision=args.revision, trust_remote_code=args.trust_remote_code, build=False)
         settings = EngineSettings(threads=args.threads, precision=args.precision, cache_dir=cache_root())
+        check_engine(config.engine, engine_class(config.engine).precisions, args.precision)  # before the load
     except (ConfigError, ModelError, ValueError, CannotListen) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -48,8 +48,11 @@ class Engine(abc.ABC):
     name: str = ""
     #: whether this engine keeps a KV cache between decoding steps
     kv_cache: bool = True
+    #: the precisions this engine serves (engines/precision.py SUPPORTED); others are refused
+    precisions: tuple[str, ...] = ("fp32",)
 
     def __init__(self, model: ModelSpec, config: ServingConfig, settings: EngineSettings):
+        precisions.check_engine(self.name, self.precisions, settings.precision)
         self.model = model
         self.config = config
         self.settings = settings

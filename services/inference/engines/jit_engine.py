@@ -199,6 +199,9 @@ def _eos_ids(config) -> list[int]:
 
 class JitEngine(Engine):
     name = "jit"
+    #: fp32 only: the graphs are traced and verified against eager fp32; a bf16 trace would need its
+    #: own verification against eager bf16, and bf16 has no native kernels on the CPUs here (torch bf16)
+    precisions = ("fp32",)
     kv_cache = True  # the decode graph carries the KV cache; load() refuses unverified artifacts
 
     def __init__(self, *args, **kwargs):

@@ -8,6 +8,10 @@ soon as the GPU wheel is installed, but when the CUDA provider then fails to loa
 libcudnn, a driver too old) ORT only warns and runs on the CPU, and optimum derives its device from
 the session. A session whose first provider is not the one asked for is refused, so a run labelled
 onnx-cuda can never have run on the CPU. Its real providers and options go to /info and run.json.
+
+int8 is ORT's dynamic quantization of the fp32 export (engines/lower_precision.py), made in the
+prepare stage from the cached fp32 artifact into its own artifact; its MatMulInteger kernels are
+CPU-only in ORT, so onnx-cuda refuses it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from services.inference.engines import lower_precision
 from services.inference.engines import precision as precisions
 from services.inference.engines.base import Engine, EngineError, greedy_generation_config, stopping_criteria
 
@@ -42,6 +47,7 @@ def verify_session(session, asked: str, precision: str) -> dict[str, Any]:
 
 class OnnxEngine(Engine):
     name = "onnx"
+    precisions = ("fp32", "int8")
 
     def library_versions(self) -> dict[str, str]:
         import onnxruntime
@@ -59,6 +65,8 @@ class OnnxEngine(Engine):
         from services.models.cache import build_once, is_complete
 
         target = self.artifact_path()
+        if self.settings.precision == "int8":
+            return self._prepare_int8(target, progress)
         if not is_complete(target):
             progress(f"exporting {self.model.name} to ONNX (with KV cache) into {target}")
 
@@ -77,6 +85,18 @@ class OnnxEngine(Engine):
 
         return build_once(target, export)
 
+    def _prepare_int8(self, target: Path, progress) -> Path:
+        """The fp32 export (cached, shared with onnx fp32 runs), quantized into its own artifact."""
+        from dataclasses import replace
+
+        from services.models.cache import build_once, is_complete
+
+        if not is_complete(target):
+            fp32 = OnnxEngine(self.model, self.config, replace(self.settings, precision="fp32")).prepare(progress)
+            progress(f"quantizing {self.model.name}'s ONNX export to dynamic int8 into {target}")
+            return build_once(target, lambda tmp: lower_precision.onnx_quantize_int8(fp32, tmp))
+        return target
+
     def provider_options(self) -> dict[str, str] | None:
         """Options asked of the provider: on CUDA the precision's (fp32: ``use_tf32=0``, not ORT's TF32
         default); the CPU provider has no precision option."""
@@ -87,6 +107,9 @@ class OnnxEngine(Engine):
         from optimum.onnxruntime import ORTModelForCausalLM
 
         provider = PROVIDERS[self.config.provider]
+        if self.settings.precision == "int8" and self.config.provider != "cpu":
+            raise EngineError("onnx int8 is ORT's dynamic quantization (MatMulInteger), whose kernels run on "
+                              "the CPU execution provider only; onnx-cuda serves fp32")
         if provider not in ort.get_available_providers():
             raise EngineError(
                 f"ONNX Runtime {ort.__version__} here has no {provider} "
@@ -107,7 +130,8 @@ class OnnxEngine(Engine):
             use_io_binding=self.config.provider == "cuda",
         )
         self.session_info = verify_session(self.model_obj.session, provider, self.settings.precision)
-        self.precision_settings = self.session_info["precision_settings"]
+        self.precision_settings = {**self.session_info["precision_settings"],
+                                   **{f"quantization.{k}": v for k, v in lower_precision.read_meta(self.artifact_dir).items()}}
         if not self.model_obj.use_cache:
             raise EngineError("the ONNX export has no KV cache; delete the artifact and prepare again")
 

@@ -3,19 +3,28 @@
 OpenVINO on CPU may pick bf16/f16 inference where the CPU has it, which changes greedy outputs;
 the precision is an explicit setting (fp32 by default → ``INFERENCE_PRECISION_HINT=f32``) and is
 recorded. The study's package exported most models without a KV cache; here it is always on.
+
+int8 and int4 are NNCF weight compression at export (optimum-intel's OVWeightQuantizationConfig,
+engines/lower_precision.py): weights stored compressed, computed in f32 (the hint stays f32, the
+KV cache f32, dynamic activation quantization off), so only the weights' precision changes. bf16 is
+not offered: this engine's CPU plugin computes bf16 only where the CPU has AVX512-BF16/AMX, and
+silently compiles f32 otherwise (read back on a CPU without them: INFERENCE_PRECISION_HINT f32).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from services.inference.engines import lower_precision
 from services.inference.engines.base import Engine, EngineError, greedy_generation_config, stopping_criteria
 
-PRECISION_HINTS = {"fp32": "f32"}
+#: what OpenVINO computes in, per precision: compressed weights are decompressed to f32
+PRECISION_HINTS = {"fp32": "f32", "int8": "f32", "int4": "f32"}
 
 
 class OpenVinoEngine(Engine):
     name = "ov"
+    precisions = ("fp32", "int8", "int4")
 
     def library_versions(self) -> dict[str, str]:
         from importlib.metadata import version
@@ -44,19 +53,24 @@ class OpenVinoEngine(Engine):
         from services.models.cache import build_once, is_complete
 
         target = self.artifact_path()
+        compression = lower_precision.ov_weight_config(self.settings.precision)
         if not is_complete(target):
-            progress(f"exporting {self.model.name} to OpenVINO IR (with KV cache) into {target}")
+            progress(f"exporting {self.model.name} to OpenVINO IR (with KV cache"
+                     f"{', weights ' + self.settings.precision if compression else ''}) into {target}")
 
         def export(tmp: Path) -> None:
             from optimum.intel import OVModelForCausalLM
             from transformers import AutoTokenizer
 
+            # fp32: load_in_8bit=False, as optimum-intel compresses >1B models to int8 unless told not to
+            weights = {"quantization_config": compression} if compression else {"load_in_8bit": False}
             model = OVModelForCausalLM.from_pretrained(
                 self.model.load_source, export=True, use_cache=True, compile=False,
-                load_in_8bit=False,  # optimum-intel compresses >1B models to int8 unless told not to
-                trust_remote_code=self.model.trust_remote_code,
+                trust_remote_code=self.model.trust_remote_code, **weights,
             )
             model.save_pretrained(tmp)
+            if compression:
+                lower_precision.ov_weight_census(tmp)
             AutoTokenizer.from_pretrained(
                 self.model.load_source, trust_remote_code=self.model.trust_remote_code
             ).save_pretrained(tmp)
@@ -74,10 +88,17 @@ class OpenVinoEngine(Engine):
         )
         if not self.model_obj.use_cache:
             raise EngineError("the OpenVINO export has no KV cache; delete the artifact and prepare again")
-        actual = self.model_obj.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+        compiled = self.model_obj.request.get_compiled_model()
         # what OpenVINO actually compiled with, not what was asked for
-        self.runtime_precision = actual.to_string() if hasattr(actual, "to_string") else str(actual)
+        self.runtime_precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision_settings = {"openvino.INFERENCE_PRECISION_HINT": self.runtime_precision}
+        meta = lower_precision.read_meta(self.artifact_dir)
+        if meta:
+            self.precision_settings.update({
+                "openvino.KV_CACHE_PRECISION": _type_name(compiled.get_property("KV_CACHE_PRECISION")),
+                "nncf.weight_compression": lower_precision.OV_WEIGHT_COMPRESSION[self.settings.precision],
+                **{f"quantization.{k}": v for k, v in meta.items()},
+            })
 
     def describe(self) -> dict:
         return {**super().describe(), "ov_config": self.ov_config(),
@@ -96,3 +117,7 @@ class OpenVinoEngine(Engine):
             stopping_criteria=stopping_criteria(should_stop),
         )
         return out[0, len(input_ids):].tolist()
+
+
+def _type_name(value) -> str:
+    return value.to_string() if hasattr(value, "to_string") else str(value)

@@ -4,18 +4,20 @@ The study's setting is fp32. The libraries do not agree on what fp32 means on a 
 CUDA execution provider runs fp32 matmuls and convolutions in TF32 by default (``use_tf32`` true),
 while torch keeps full fp32 matmuls by default but lets cuDNN use TF32. An fp32 run therefore turns
 TF32 off on both sides, so neither engine is faster for computing less exactly, and records what the
-libraries then report (``/info`` and run.json). tf32/fp16/bf16 are known names an engine may support
-later; until one does they are refused, never silently served as fp32.
+libraries then report (``/info`` and run.json). Lower precisions (bf16, fp16, int8, int4) are served
+by the engines that declare them in ``Engine.precisions`` (engines/lower_precision.py says how each
+library makes them); any other engine refuses them, never silently serving fp32. tf32 is a known
+name no engine serves yet.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-#: precisions some engine implements today
-SUPPORTED = ("fp32",)
+#: precisions some engine implements today (which engine: its ``precisions``)
+SUPPORTED = ("fp32", "bf16", "fp16", "int8", "int4")
 #: names understood but not yet implemented by any engine (refused with this reason)
-PLANNED = ("tf32", "fp16", "bf16")
+PLANNED = ("tf32",)
 
 
 class PrecisionError(ValueError):
@@ -34,13 +36,22 @@ def check(precision: str) -> str:
                          f"(planned: {', '.join(PLANNED)})")
 
 
+def check_engine(engine: str, served: tuple[str, ...], precision: str) -> str:
+    """The precision if ``engine`` (which serves ``served``) serves it, else a PrecisionError naming them."""
+    check(precision)
+    if precision not in served:
+        raise PrecisionError(f"engine {engine!r} does not serve precision {precision!r}; it serves: "
+                             f"{', '.join(served)}")
+    return precision
+
+
 def apply_torch(precision: str) -> dict[str, Any]:
     """Set torch's process-wide matmul/cuDNN precision for ``precision``; return what torch reports
     afterwards. fp32: TF32 off for matmuls (``float32_matmul_precision='highest'``) and for cuDNN.
     Harmless on a CPU-only torch (the flags exist; nothing uses them)."""
     import torch
 
-    check(precision)
+    check(precision)  # the flags only concern fp32 matmuls; bf16/fp16/int8 weights are the engine's part
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")

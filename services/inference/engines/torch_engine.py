@@ -1,12 +1,19 @@
-"""torch: transformers AutoModelForCausalLM in eager PyTorch — the reference every engine is compared to."""
+"""torch: transformers AutoModelForCausalLM in eager PyTorch — the reference every engine is compared to.
+
+Lower precisions (engines/lower_precision.py): bf16 and fp16 load the weights in that dtype; int8 is
+torch's own dynamic int8 quantization of every Linear layer (``torch.ao.quantization.quantize_dynamic``:
+int8 weights, activations quantized per call), whose kernels are CPU-only, so torch-cuda refuses it.
+"""
 
 from __future__ import annotations
 
-from services.inference.engines.base import Engine, greedy_generation_config, stopping_criteria
+from services.inference.engines import lower_precision
+from services.inference.engines.base import Engine, EngineError, greedy_generation_config, stopping_criteria
 
 
 class TorchEngine(Engine):
     name = "torch"
+    precisions = ("fp32", "bf16", "fp16", "int8")
 
     def load(self) -> None:
         import torch
@@ -14,19 +21,30 @@ class TorchEngine(Engine):
 
         from services.inference.engines.precision import apply_torch
 
+        precision = self.settings.precision
+        if precision == "int8" and self.config.device != "cpu":
+            raise EngineError("torch int8 is torch.ao dynamic quantization, whose kernels run on the CPU only; "
+                              "on CUDA torch serves fp32, bf16 and fp16")
         torch.set_num_threads(self.settings.threads)
-        self.precision_settings = apply_torch(self.settings.precision)  # fp32: TF32 off, as ORT's use_tf32=0
-        self.model_obj = (
+        settings = apply_torch(precision)  # fp32: TF32 off, as ORT's use_tf32=0
+        model = (
             AutoModelForCausalLM.from_pretrained(
                 self.model.load_source,
                 revision=None if self.model.path else self.model.revision,
-                dtype=torch.float32,
+                dtype=lower_precision.torch_dtype(precision),
                 trust_remote_code=self.model.trust_remote_code,
                 use_safetensors=None,
             )
             .to(self.config.device)
             .eval()
         )
+        if precision == "int8":
+            model = lower_precision.torch_int8_dynamic(model)
+        self.model_obj = model
+        settings.update(lower_precision.torch_report(model))
+        if self.config.device == "cpu":
+            settings.update({f"cpu.{k}": v for k, v in lower_precision.cpu_features().items()})
+        self.precision_settings = settings
 
     def generate(self, input_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0,
                  streamer=None, should_stop=None) -> list[int]:
@@ -39,6 +57,6 @@ class TorchEngine(Engine):
                 attention_mask=torch.ones_like(ids),
                 generation_config=greedy_generation_config(self.model_obj, max_new_tokens, min_new_tokens),
                 streamer=streamer,
-            stopping_criteria=stopping_criteria(should_stop),
+                stopping_criteria=stopping_criteria(should_stop),
             )
         return out[0, len(input_ids):].tolist()
