@@ -1,9 +1,10 @@
 """The FastAPI app: the same HTTP contract for every configuration.
 
 The model loads in a background thread started from ``lifespan``, so ``/health`` answers at once
-and ``/ready`` says 503 until the model is loaded and warmed up. Generation endpoints are plain
-``def``: FastAPI runs them in its thread pool and the service serializes them. Every status the
-service can answer is in its OpenAPI schema (tests/inference/test_fuzz_openapi.py holds it to that).
+and ``/ready`` says 503 until the model is loaded and warmed up. Generation endpoints are ``async``
+and await their job on the service's serving thread; a request whose body validates reaches them
+through the fast path (fast_path.py), any other through FastAPI. Every status the service can answer
+is in its OpenAPI schema (tests/inference/test_fuzz_openapi.py holds it to that).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.inference.calls import GenerationCalls, error_responses, json_response
+from services.inference.calls import GENERATION_ENDPOINTS, GenerationCalls, error_responses, json_response
+from services.inference.fast_path import FastPath, direct_routes
 from services.inference.guard import RequestGuard
 from services.inference.metrics import ServiceMetrics
-from services.inference.openai_routes import openai_router
+from services.inference.openai_routes import add_openai_routes
 from services.inference.schemas import (
     DEFAULT_MAX_BODY_BYTES,
     GenerateRequest,
@@ -69,6 +71,9 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
     app = FastAPI(title="wattserve inference", version="1", lifespan=lifespan,
                   summary="One serving configuration (engine × provider) of one code model.")
 
+    # the guard is added last, so it is outermost: the fast path only sees bodies the guard let through
+    app.add_middleware(FastPath, routes=lambda: direct_routes(app, GENERATION_ENDPOINTS),
+                       http_error=lambda: app.exception_handlers[StarletteHTTPException])
     app.add_middleware(RequestGuard, max_bytes=max_body_bytes, on_refused=calls.refused)
 
     def invalid(request: Request, errors: list[dict]) -> JSONResponse:
@@ -120,7 +125,7 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
             model=service.model.name,
         ))
 
-    app.include_router(openai_router(calls, started))
+    add_openai_routes(app, calls, started)
     plain_openapi = app.openapi
 
     def openapi() -> dict:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import BaseModel
 
 from services.inference.calls import GenerationCalls, error_responses, json_response
@@ -108,8 +108,9 @@ def chat_events(stream: TokenStream, head: dict, options: StreamOptions | None) 
         running_usage=running_usage(options))
 
 
-def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
-    router = APIRouter()
+def add_openai_routes(router: FastAPI | APIRouter, calls: GenerationCalls, started: float) -> None:
+    """The routes, added to ``router`` (the app itself: its own routes are what the fast path can call
+    directly, where an included router's are FastAPI's internal copies)."""
     service, metrics = calls.service, calls.metrics
 
     @router.post("/v1/completions", response_model=CompletionResponse,
@@ -160,5 +161,3 @@ def openai_router(calls: GenerationCalls, started: float) -> APIRouter:
     def models() -> ModelList:
         """The one model this service serves, as OpenAI's model list (``client.models.list()``)."""
         return ModelList(data=[ModelCard(id=service.model.name, created=int(started), owned_by="wattserve")])
-
-    return router
