@@ -4,7 +4,8 @@ from services.inference.configs import CONFIGS, ConfigError, ServingConfig, expa
 
 
 def test_the_seven_study_configurations():
-    assert set(CONFIGS) == {"torch-cpu", "torch-cuda", "onnx-cpu", "onnx-cuda", "ov-cpu", "jit-cpu", "jit-cuda"}
+    assert set(CONFIGS) == {"torch-cpu", "torch-cuda", "onnx-cpu", "onnx-cuda", "ov-cpu", "jit-cpu", "jit-cuda",
+                            "compile-cpu", "compile-cuda"}
 
 
 def test_parse_splits_engine_and_provider():
@@ -24,10 +25,10 @@ def test_unknown_config_lists_the_valid_ones():
 
 
 def test_expand_groups_and_lists():
-    assert expand("cpu") == ["torch-cpu", "onnx-cpu", "ov-cpu", "jit-cpu"]
-    assert expand("cuda") == ["torch-cuda", "onnx-cuda", "jit-cuda"]
+    assert expand("cpu") == ["torch-cpu", "onnx-cpu", "ov-cpu", "jit-cpu", "compile-cpu"]
+    assert expand("cuda") == ["torch-cuda", "onnx-cuda", "jit-cuda", "compile-cuda"]
     assert expand("onnx-cpu, torch-cpu,onnx-cpu") == ["onnx-cpu", "torch-cpu"]
-    assert len(expand("all")) == 7
+    assert len(expand("all")) == len(CONFIGS) == 9
     with pytest.raises(ConfigError):
         expand(" , ")
     with pytest.raises(ConfigError, match="not supported"):

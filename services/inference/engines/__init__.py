@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "onnx": "services.inference.engines.onnx_engine:OnnxEngine",
     "ov": "services.inference.engines.ov_engine:OpenVinoEngine",
     "jit": "services.inference.engines.jit_engine:JitEngine",
+    "compile": "services.inference.engines.compile_engine:CompileEngine",
 }
 
 

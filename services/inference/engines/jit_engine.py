@@ -190,6 +190,22 @@ def greedy_loop(prefill, decode, input_ids: list[int], max_new_tokens: int, min_
             )
 
 
+def verification_cases(model, context: int) -> list[dict]:
+    """The generations an engine must reproduce exactly (``model``: a ModelSpec): VERIFY_PROMPTS (the
+    first cut to one token), each run normally and ignoring EOS, within the ``context`` length."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model.load_source, trust_remote_code=model.trust_remote_code)
+    cases = []
+    for i, prompt in enumerate(VERIFY_PROMPTS):
+        ids = tok(prompt)["input_ids"]
+        ids = ids[:1] if i == 0 else ids
+        for new, ignore_eos in ((VERIFY_NEW_TOKENS, False), (VERIFY_IGNORE_EOS_TOKENS, True)):
+            new = min(new, context - len(ids))
+            cases.append({"input_ids": ids, "max_new_tokens": new, "min_new_tokens": new if ignore_eos else 0})
+    return cases
+
+
 def _eos_ids(config) -> list[int]:
     eos = getattr(config, "eos_token_id", None)
     if eos is None:
@@ -234,17 +250,7 @@ class JitEngine(Engine):
         return model.to(self.config.device).eval().requires_grad_(False)
 
     def _verify_cases(self, context: int) -> list[dict]:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(self.model.load_source, trust_remote_code=self.model.trust_remote_code)
-        cases = []
-        for i, prompt in enumerate(VERIFY_PROMPTS):
-            ids = tok(prompt)["input_ids"]
-            ids = ids[:1] if i == 0 else ids
-            for new, ignore_eos in ((VERIFY_NEW_TOKENS, False), (VERIFY_IGNORE_EOS_TOKENS, True)):
-                new = min(new, context - len(ids))
-                cases.append({"input_ids": ids, "max_new_tokens": new, "min_new_tokens": new if ignore_eos else 0})
-        return cases
+        return verification_cases(self.model, context)
 
     def _build(self, out: Path, progress) -> None:
         import torch
