@@ -85,6 +85,8 @@ def _dynamo_counts() -> dict[str, int]:
 
 class CompileEngine(TorchEngine):
     name = "compile"
+    #: fp32 only: the compile pass verifies the compiled ids against the fp32 torch engine's
+    precisions = ("fp32",)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
