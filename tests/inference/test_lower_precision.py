@@ -78,12 +78,16 @@ def test_an_undeclared_precision_is_refused_naming_the_served_ones(tiny, cache_d
         engine_class(engine)(tiny, cfg, EngineSettings(threads=1, precision=precision, cache_dir=cache_dir))
 
 
-def test_the_service_refuses_an_undeclared_precision_before_loading():
-    proc = subprocess.run([sys.executable, "-m", "services.inference", "--config", "onnx-cpu", "--model", "tiny",
-                           "--port", str(free_port()), "--precision", "bf16"],
+@pytest.mark.parametrize("config, precision, says", [
+    ("onnx-cpu", "bf16", "engine 'onnx' does not serve precision 'bf16'; it serves: fp32, int8"),  # this engine's
+    ("torch-cpu", "tf32", "precision 'tf32' is not implemented by any engine yet (supported: fp32, bf16"),  # none's
+])
+def test_the_service_refuses_a_precision_it_cannot_serve_with_exit_2_before_loading(config, precision, says):
+    proc = subprocess.run([sys.executable, "-m", "services.inference", "--config", config, "--model", "tiny",
+                           "--port", str(free_port()), "--precision", precision],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert "engine 'onnx' does not serve precision 'bf16'; it serves: fp32, int8" in proc.stderr
+    assert says in proc.stderr
 
 
 @pytest.mark.parametrize("engine", ["torch", "onnx"])

@@ -96,7 +96,7 @@ class CompileEngine(TorchEngine):
     def load(self) -> None:
         import torch
 
-        from services.inference.engines.jit_engine import verification_cases
+        from services.inference.engines.verification import verification_cases
         from services.models.resolve import context_length
 
         problem = toolchain_problem(self.config.device)

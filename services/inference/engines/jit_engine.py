@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.inference.engines.base import Engine, EngineError, greedy_generation_config, write_json_atomic
+from services.inference.engines.verification import verification_cases
 from services.models.cache import build_once
 
 #: bump when the traced graphs or the metadata change meaning: old artifacts are then rebuilt
@@ -26,18 +27,6 @@ META_FILE = "jit-meta.json"
 GRAPHS = {"prefill": "prefill.pt", "decode": "decode.pt"}
 #: the example prompt length the graphs are traced with; verification uses other lengths
 TRACE_PROMPT_LEN = 6
-#: verification: a one-token prompt, a short and a long one; each run normally and ignoring EOS
-VERIFY_PROMPTS = (
-    "def",
-    "def fibonacci(n):\n",
-    'from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n'
-    '    """ Check if in given list of numbers, are any two numbers closer to each other than\n'
-    '    given threshold.\n    >>> has_close_elements([1.0, 2.0, 3.0], 0.5)\n    False\n    """\n    for',
-)
-VERIFY_NEW_TOKENS = 48  # normal runs: stop at EOS or here
-VERIFY_IGNORE_EOS_TOKENS = 64  # min_new_tokens = max_new_tokens
-
-
 @contextlib.contextmanager
 def _quiet_jit():
     """Silence torch.jit's own deprecation notices and the tracer's warnings, here only.
@@ -188,22 +177,6 @@ def greedy_loop(prefill, decode, input_ids: list[int], max_new_tokens: int, min_
                 torch.tensor([[total - 1]], dtype=torch.long, device=device),
                 past,
             )
-
-
-def verification_cases(model, context: int) -> list[dict]:
-    """The generations an engine must reproduce exactly (``model``: a ModelSpec): VERIFY_PROMPTS (the
-    first cut to one token), each run normally and ignoring EOS, within the ``context`` length."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model.load_source, trust_remote_code=model.trust_remote_code)
-    cases = []
-    for i, prompt in enumerate(VERIFY_PROMPTS):
-        ids = tok(prompt)["input_ids"]
-        ids = ids[:1] if i == 0 else ids
-        for new, ignore_eos in ((VERIFY_NEW_TOKENS, False), (VERIFY_IGNORE_EOS_TOKENS, True)):
-            new = min(new, context - len(ids))
-            cases.append({"input_ids": ids, "max_new_tokens": new, "min_new_tokens": new if ignore_eos else 0})
-    return cases
 
 
 def _eos_ids(config) -> list[int]:
