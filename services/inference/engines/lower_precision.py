@@ -145,6 +145,7 @@ def ov_weight_census(folder: Path) -> dict[str, Any]:
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    """The quantizer's record in an artifact folder ({} for an fp32 artifact, which has none)."""
+    """The quantizer's record in an artifact folder, as ``precision_settings`` entries
+    (``quantization.<key>``; {} for an fp32 artifact, which has none)."""
     path = folder / META_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return {f"quantization.{k}": v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}

@@ -130,8 +130,7 @@ class OnnxEngine(Engine):
             use_io_binding=self.config.provider == "cuda",
         )
         self.session_info = verify_session(self.model_obj.session, provider, self.settings.precision)
-        self.precision_settings = {**self.session_info["precision_settings"],
-                                   **{f"quantization.{k}": v for k, v in lower_precision.read_meta(self.artifact_dir).items()}}
+        self.precision_settings = {**self.session_info["precision_settings"], **lower_precision.read_meta(self.artifact_dir)}
         if not self.model_obj.use_cache:
             raise EngineError("the ONNX export has no KV cache; delete the artifact and prepare again")
 

@@ -97,7 +97,7 @@ class OpenVinoEngine(Engine):
             self.precision_settings.update({
                 "openvino.KV_CACHE_PRECISION": _type_name(compiled.get_property("KV_CACHE_PRECISION")),
                 "nncf.weight_compression": lower_precision.OV_WEIGHT_COMPRESSION[self.settings.precision],
-                **{f"quantization.{k}": v for k, v in meta.items()},
+                **meta,
             })
 
     def describe(self) -> dict:
