@@ -23,6 +23,7 @@ import yaml
 
 from loadgen.study import (ABANDONED, Cell, StudyError, check, load_or_create_plan, load_spec, run_order,
                            study_lock)
+from services.inference.configs import expand
 from tests.conftest import ROOT
 from tests.loadgen.conftest import bench_env, gone, manifest, recorded_rows
 
@@ -161,7 +162,9 @@ def test_shipped_specs():
     smoke = load_spec(STUDIES / "smoke.yaml")
     assert smoke.models == ["tiny"] and smoke.runner == "native" and smoke.seed is not None
     r = run_study(STUDIES / "smoke.yaml", "--dry-run", timeout=120)  # runs here: no GPU, no hub
-    assert r.returncode == 0 and "8 runs (1 model(s) x 4 configuration(s) x 2 repetition(s))" in r.stdout, r.stderr
+    n = len(expand("cpu"))  # `configs: cpu` is every CPU configuration the registry serves, new engines too
+    assert smoke.configs == ["cpu"]
+    assert r.returncode == 0 and f"{2 * n} runs (1 model(s) x {n} configuration(s) x 2 repetition(s))" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize("change, message", [
