@@ -81,7 +81,7 @@ t_all=$(date +%s)
 log "base $BASE_IMAGE, source $version"
 if want cpu; then
   build cpu "$WATTSERVE_IMAGE:cpu"
-  for c in torch-cpu onnx-cpu ov-cpu jit-cpu; do build "$c" "$WATTSERVE_IMAGE:$c"; done
+  for c in torch-cpu onnx-cpu ov-cpu jit-cpu ovgenai-cpu; do build "$c" "$WATTSERVE_IMAGE:$c"; done
 fi
 if want cuda; then
   build cuda "$WATTSERVE_IMAGE:cuda"

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ENGINES = ("torch", "onnx", "ov", "jit", "compile")
+ENGINES = ("torch", "onnx", "ov", "jit", "compile", "ovgenai")
 PROVIDERS = ("cpu", "cuda")
 
 # Pairs that do not exist, with the reason a user is told.
 UNSUPPORTED = {
     "ov-cuda": "OpenVINO has no CUDA execution provider (its GPU plugin targets Intel GPUs); "
+    "use onnx-cuda, torch-cuda or jit-cuda for NVIDIA GPUs",
+    "ovgenai-cuda": "OpenVINO GenAI runs on OpenVINO's devices (CPU, Intel GPU/NPU), not CUDA; "
     "use onnx-cuda, torch-cuda or jit-cuda for NVIDIA GPUs",
 }
 

@@ -3,9 +3,9 @@ import pytest
 from services.inference.configs import CONFIGS, ConfigError, ServingConfig, expand
 
 
-def test_the_seven_study_configurations():
+def test_the_seven_study_configurations_and_the_added_ones():
     assert set(CONFIGS) == {"torch-cpu", "torch-cuda", "onnx-cpu", "onnx-cuda", "ov-cpu", "jit-cpu", "jit-cuda",
-                            "compile-cpu", "compile-cuda"}
+                            "compile-cpu", "compile-cuda", "ovgenai-cpu"}
 
 
 def test_parse_splits_engine_and_provider():
@@ -16,6 +16,8 @@ def test_parse_splits_engine_and_provider():
 def test_ov_cuda_is_refused_with_the_reason():
     with pytest.raises(ConfigError, match="OpenVINO has no CUDA"):
         ServingConfig.parse("ov-cuda")
+    with pytest.raises(ConfigError, match="OpenVINO GenAI runs on OpenVINO's devices"):
+        ServingConfig.parse("ovgenai-cuda")
 
 
 def test_unknown_config_lists_the_valid_ones():
@@ -25,10 +27,10 @@ def test_unknown_config_lists_the_valid_ones():
 
 
 def test_expand_groups_and_lists():
-    assert expand("cpu") == ["torch-cpu", "onnx-cpu", "ov-cpu", "jit-cpu", "compile-cpu"]
+    assert expand("cpu") == ["torch-cpu", "onnx-cpu", "ov-cpu", "jit-cpu", "compile-cpu", "ovgenai-cpu"]
     assert expand("cuda") == ["torch-cuda", "onnx-cuda", "jit-cuda", "compile-cuda"]
     assert expand("onnx-cpu, torch-cpu,onnx-cpu") == ["onnx-cpu", "torch-cpu"]
-    assert len(expand("all")) == len(CONFIGS) == 9
+    assert len(expand("all")) == len(CONFIGS) == 10
     with pytest.raises(ConfigError):
         expand(" , ")
     with pytest.raises(ConfigError, match="not supported"):

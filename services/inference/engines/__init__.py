@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "ov": "services.inference.engines.ov_engine:OpenVinoEngine",
     "jit": "services.inference.engines.jit_engine:JitEngine",
     "compile": "services.inference.engines.compile_engine:CompileEngine",
+    "ovgenai": "services.inference.engines.ovgenai_engine:OpenVinoGenAIEngine",
 }
 
 
