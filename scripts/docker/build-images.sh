@@ -4,7 +4,8 @@
 #   scripts/docker/build-images.sh [cpu] [cuda] [prometheus] [all]     (default: cpu prometheus)
 #
 #   cpu         wattserve:cpu + wattserve:{torch,onnx,ov,jit}-cpu   (one deps layer, 4 ENV-only images)
-#   cuda        wattserve:cuda + wattserve:{torch,onnx,jit}-cuda    (CUDA 13 + cuDNN 9 wheels; ~10 GB)
+#               + wattserve:compile-cpu (one more layer: inductor's C++ compiler)
+#   cuda        wattserve:cuda + wattserve:{torch,onnx,jit,compile}-cuda    (CUDA 13 + cuDNN 9 wheels; ~10 GB)
 #   prometheus  wattserve-prometheus (Debian's prometheus package on the base image)
 #
 # Env:
@@ -81,11 +82,11 @@ t_all=$(date +%s)
 log "base $BASE_IMAGE, source $version"
 if want cpu; then
   build cpu "$WATTSERVE_IMAGE:cpu"
-  for c in torch-cpu onnx-cpu ov-cpu jit-cpu ovgenai-cpu; do build "$c" "$WATTSERVE_IMAGE:$c"; done
+  for c in torch-cpu onnx-cpu ov-cpu jit-cpu ovgenai-cpu compile-cpu; do build "$c" "$WATTSERVE_IMAGE:$c"; done
 fi
 if want cuda; then
   build cuda "$WATTSERVE_IMAGE:cuda"
-  for c in torch-cuda onnx-cuda jit-cuda; do build "$c" "$WATTSERVE_IMAGE:$c"; done
+  for c in torch-cuda onnx-cuda jit-cuda compile-cuda; do build "$c" "$WATTSERVE_IMAGE:$c"; done
 fi
 if want prometheus; then
   t0=$(date +%s)

@@ -85,6 +85,20 @@ def test_config_images_share_every_layer(cpu_images):
         assert f"WATTSERVE_CONFIG={c}" in env
 
 
+def test_compile_image_adds_only_the_compiler(cpu_images):
+    """wattserve:compile-cpu is wattserve:cpu plus one layer holding what inductor compiles with."""
+    image = f"{cpu_images['cpu'].rsplit(':', 1)[0]}:compile-cpu"
+    layers = {i: json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", i).stdout)
+              for i in (cpu_images["cpu"], image)}
+    assert layers[image][:-1] == layers[cpu_images["cpu"]] and len(layers[image]) == len(layers[cpu_images["cpu"]]) + 1
+    env = json.loads(docker("image", "inspect", "-f", "{{json .Config.Env}}", image).stdout)
+    assert "WATTSERVE_CONFIG=compile-cpu" in env
+    probe = ("import shutil, sysconfig, os, sys; ok = shutil.which('g++') and os.path.exists("
+             "os.path.join(sysconfig.get_paths()['include'], 'Python.h')); sys.exit(0 if ok else 'no g++ or Python.h')")
+    docker("run", "--rm", "--entrypoint", "python", image, "-c", probe)
+    assert docker("image", "inspect", "-f", "{{.Config.User}}", image).stdout.strip() == "wattserve"
+
+
 def test_image_pins_match_constraints(cpu_images):
     """The image's Python packages are exactly the project's pins (constraints.txt)."""
     frozen = docker("run", "--rm", cpu_images["cpu"], "pip", "freeze", "--all").stdout

@@ -363,3 +363,19 @@ def test_cuda_set_resolves_from_the_index(tmp_path):
     assert got["torch"] == "2.13.0" and "onnxruntime" not in got, got
     assert got["onnxruntime-gpu"] and got["nvidia-cudnn-cu13"].startswith("9."), got
     assert got == pins(ROOT / "images" / "constraints-cuda.txt")
+
+
+def test_every_configuration_has_an_image():
+    """A configuration the registry serves has its Dockerfile target and is built by build-images.sh,
+    so `make images` never leaves one without its container."""
+    from services.inference.configs import CONFIGS
+
+    dockerfile = (ROOT / "images" / "Dockerfile").read_text()
+    script = (ROOT / "scripts" / "docker" / "build-images.sh").read_text()
+    targets = set(re.findall(r"(?m)^FROM \S+ AS (\S+)$", dockerfile))
+    built = set(re.findall(r"(?m)^\s*for c in ([^;]+);", script)[0].split()) | set(
+        re.findall(r"(?m)^\s*for c in ([^;]+);", script)[1].split())
+    for config in CONFIGS:
+        assert config in targets, f"images/Dockerfile has no target {config}"
+        assert config in built, f"scripts/docker/build-images.sh does not build {config}"
+        assert f"ENV WATTSERVE_CONFIG={config}" in dockerfile
