@@ -18,6 +18,7 @@
 #   make dashboards                                  regenerate grafana/dashboards/*.json (grafanalib)
 #   make benchmark-serving [SERVING_ARGS=...]        per-engine latency / per-request overhead table
 #   make benchmark-analysis                          times `make analyze` on a study-scale synthetic tree
+#   make benchmark-roofline [MODEL=… CONFIG=… PRECISION=… ROOFLINE_ARGS=…]   decode tok/s vs memory bandwidth
 #   make overhead                                    CPU share of the local exporters + sampler
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -47,7 +48,7 @@ export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET SCORE_ISO
 # ENERGIBRIDGE_BIN; NETIO credentials only in the environment (NETIO_USER, NETIO_PASSWORD)
 export CPU_SENSOR GPU_SENSOR WALL_METER TDP_WATTS IDLE_WATTS ENERGIBRIDGE_BIN
 
-.PHONY: venv venv-cuda test bench study prompts models serve equivalence score analyze benchmark-serving benchmark-analysis overhead clean-venv
+.PHONY: venv venv-cuda test bench study prompts models serve equivalence score analyze benchmark-serving benchmark-analysis benchmark-roofline overhead clean-venv
 
 .venv/.installed: requirements.txt constraints.txt requirements-dev.txt constraints-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -118,6 +119,15 @@ overhead: $(STAMP)
 
 benchmark-serving: $(STAMP)
 	$(PY) benchmarks/serving.py $(SERVING_ARGS)
+
+# defaults: the shape of tiny_starcoder_py, every CPU configuration, every precision each engine declares
+# (MODEL and CONFIG have other defaults above: only given on the command line or in the environment do
+# they apply here)
+GIVEN = $(filter command line environment,$(origin $(1)))
+benchmark-roofline: $(STAMP)
+	$(PY) benchmarks/roofline.py $(if $(call GIVEN,MODEL),--model "$(MODEL)") \
+	  $(if $(call GIVEN,CONFIG),--configs "$(CONFIG)") \
+	  $(if $(call GIVEN,PRECISION),--precisions "$(PRECISION)") $(ROOFLINE_ARGS)
 
 DOCKER_FLAVOURS = cpu $(if $(filter %-cuda cuda all,$(subst $(comma), ,$(CONFIG))),cuda)
 # the device check (scripts/gpu-check.sh --help); GPU_CHECK_ARGS=--dry-run prints its steps anywhere

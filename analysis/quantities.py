@@ -25,6 +25,12 @@
   (completion tokens − 1), undefined (None) for fewer than 2 tokens, never a division by zero. Per run:
   the median and p90 (linear interpolation between order statistics, numpy's default) of each over the
   answered requests that have it.
+- **decode tokens/s** — tokens after each request's first / the time from its first token to its last,
+  summed over the requests: the rate of the decode steps alone (prefill and TTFT left out); undefined
+  (None) without a token after the first or without decode time.
+- **roofline tokens/s** — memory bandwidth (bytes/s) / weight bytes streamed per decoded token: the
+  rate a batch-1 decode would reach if reading the weights once per token were its only cost (the
+  memory-bandwidth roofline); its share is decode tokens/s / roofline tokens/s.
 - **per solved task** — energy (or time) / solved problems; undefined (None) when nothing is solved,
   never a division by zero.
 - **output agreement** — the share of the reference run's answered prompts whose token ids a run
@@ -94,6 +100,22 @@ def itl_mean_s(decode_s, completion_tokens) -> float | None:
     if not _finite(decode_s) or not _finite(completion_tokens) or float(completion_tokens) < 2:
         return None
     return float(decode_s) / (float(completion_tokens) - 1)
+
+
+def decode_tokens_per_s(decode_s: Iterable, completion_tokens: Iterable) -> float | None:
+    """Decode tokens/s over requests (each request's ``decode_s`` and ``completion_tokens``, in order):
+    Σ (tokens − 1) / Σ decode_s over the requests that have both; None where that is 0 / 0."""
+    pairs = [(float(d), float(n)) for d, n in zip(decode_s, completion_tokens) if _finite(d) and _finite(n) and n >= 1]
+    gaps, seconds = sum(n - 1 for _, n in pairs), sum(d for d, _ in pairs)
+    return gaps / seconds if gaps > 0 and seconds > 0 else None
+
+
+def roofline_tokens_per_s(bandwidth_bytes_per_s, weight_bytes) -> float | None:
+    """Memory-bandwidth roofline of batch-1 decoding: bandwidth / weight bytes per token; None where
+    either is missing or not positive."""
+    if not (_finite(bandwidth_bytes_per_s) and _finite(weight_bytes)) or bandwidth_bytes_per_s <= 0 or weight_bytes <= 0:
+        return None
+    return float(bandwidth_bytes_per_s) / float(weight_bytes)
 
 
 def quantile(values: Iterable, q: float) -> float | None:

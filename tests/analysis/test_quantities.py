@@ -229,3 +229,16 @@ def test_request_timing_is_median_and_p90_over_the_answered_requests():
     assert t["itl_median_s"] == pytest.approx(0.0025) and t["itl_p90_s"] == pytest.approx(0.0037)
     assert Q.request_timing([{"status": "ok"}]) == {"ttft_median_s": None, "ttft_p90_s": None,
                                                     "itl_median_s": None, "itl_p90_s": None}
+
+
+def test_decode_tokens_per_s_counts_the_tokens_after_each_first_and_skips_what_has_no_decode_time():
+    # 3 requests: 64, 64 and 1 token (a lone first token adds no decode step and no time)
+    assert Q.decode_tokens_per_s([2.0, 1.5, 0.0], [64, 64, 1]) == pytest.approx(126 / 3.5)
+    assert Q.decode_tokens_per_s([None, 1.0], [64, 11]) == pytest.approx(10.0)  # missing decode time: left out
+    assert Q.decode_tokens_per_s([0.0], [1]) is None and Q.decode_tokens_per_s([], []) is None
+
+
+def test_roofline_is_bandwidth_over_weight_bytes_and_undefined_without_either():
+    assert Q.roofline_tokens_per_s(20e9, 656e6) == pytest.approx(30.4878, rel=1e-4)
+    assert Q.roofline_tokens_per_s(20e9, 0) is None and Q.roofline_tokens_per_s(None, 656e6) is None
+    assert Q.roofline_tokens_per_s(-1.0, 656e6) is None
