@@ -1,9 +1,10 @@
 """This machine's memory bandwidth, STREAM-style, for the roofline benchmark (benchmarks/roofline.py).
 
 Two of STREAM's kernels over float64 arrays far larger than the last-level cache, run by torch on the
-engines' thread count (``torch.set_num_threads``): **copy** ``c = a`` and **triad** ``a = b + q·c``.
-Bytes are counted as STREAM counts them: the arrays' bytes read and written (copy 2 arrays, triad 3),
-no write-allocate traffic. Each kernel runs ``repeats`` times after one untimed pass; the best (STREAM's
+engines' thread count (``torch.set_num_threads``): **copy** ``c = a`` and **triad** ``a = b + q·c``,
+and, beside them, **read** ``sum(a)`` (reads only, as decoding reads its weights; not a STREAM kernel).
+Bytes are counted as STREAM counts them: the arrays' bytes read and written (copy 2 arrays, triad 3,
+read 1), no write-allocate traffic. Each kernel runs ``repeats`` times after one untimed pass; the best (STREAM's
 figure) and the median of those are reported in GB/s (10⁹ bytes/s). Arrays smaller than
 ``LLC_FACTOR`` × the last-level cache would measure the cache, not memory: the result says so.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 LLC_FACTOR = 4
 DEFAULT_ARRAY_MIB = 256
 #: bytes each kernel moves, in arrays (STREAM's counting)
-KERNEL_ARRAYS = {"copy": 2, "triad": 3}
+KERNEL_ARRAYS = {"copy": 2, "triad": 3, "read": 1}
 TRIAD_SCALAR = 3.0
 
 
@@ -36,7 +37,7 @@ def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache
 
 
 def measure(threads: int, array_mib: int = DEFAULT_ARRAY_MIB, repeats: int = 10) -> dict:
-    """Copy and triad bandwidth (GB/s, best and median of ``repeats``) on ``threads`` torch threads."""
+    """Copy, triad and read bandwidth (GB/s, best and median of ``repeats``) on ``threads`` torch threads."""
     import torch
 
     if repeats < 1 or array_mib < 1:
@@ -44,7 +45,8 @@ def measure(threads: int, array_mib: int = DEFAULT_ARRAY_MIB, repeats: int = 10)
     torch.set_num_threads(threads)
     n = array_mib * 2**20 // 8
     a, b, c = (torch.full((n,), v, dtype=torch.float64) for v in (1.0, 2.0, 0.0))
-    kernels = {"copy": lambda: c.copy_(a), "triad": lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a)}
+    kernels = {"copy": lambda: c.copy_(a), "triad": lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a),
+               "read": lambda: a.sum()}
     out: dict = {"threads": threads, "array_bytes": n * 8, "repeats": repeats, "kernels": {}}
     for name, kernel in kernels.items():
         kernel()  # untimed: pages touched, threads started

@@ -6,17 +6,17 @@
 
 Batch-1 decoding reads every weight once per token, so on a CPU its ceiling is memory bandwidth /
 weight bytes per token (analysis/quantities.py ``roofline_tokens_per_s``). This benchmark measures both
-in the same run: the bandwidth (benchmarks/bandwidth.py: STREAM copy and triad, before and after the
-engine rows, on the engines' thread count) and, per configuration and precision, the decode rate of a
-fixed workload — the first ``--prompts`` paper prompts × ``--tokens`` new tokens with ignore_eos, so
-every row does equal work — after preparing (cached, untimed), loading and warming up
+in the same run: the bandwidth (benchmarks/bandwidth.py: STREAM copy and triad, and a read-only sum,
+before and after the engine rows, on the engines' thread count) and, per configuration and precision, the
+decode rate of a fixed workload — the first ``--prompts`` paper prompts × ``--tokens`` new tokens with
+ignore_eos, so every row does equal work — after preparing (cached, untimed), loading and warming up
 (benchmarks/roofline_row.py, one process per row). Decode tokens/s = tokens after each first token /
 the time after it. The roofline uses the best triad figure of the run; the weight bytes are the
 engine's own (its loaded model or its artifact on disk; the table says which), an upper bound of what
 one token reads: an embedding table is read one row per token (a tied one is read whole by the LM
 head; the shape model's 25 MB position table of its 656 MB is not), and the KV cache's few kB per
-layer are left out. Beside each row: how
-many prompts' ids equal the same engine's fp32 and torch-cpu fp32 (exact n/N, mean common prefix).
+layer are left out. Beside each row: how many prompts' ids equal the same engine's fp32 and torch-cpu
+fp32 (exact n/N, mean common prefix).
 
 ``--precisions`` defaults to every precision each engine declares (``Engine.precisions``); one an engine
 does not serve, or a configuration that refuses to load, is listed as refused with its reason. fp32 of
@@ -147,9 +147,9 @@ def table(report: dict) -> str:
                  f"{bw[0]['array_bytes'] / 2**20:.0f} MiB, {bw[0]['repeats']} repeats):")
     for when, s in zip(("before", "after"), bw):
         k = s["kernels"]
-        lines.append(f"  {when}: copy best {k['copy']['best_gb_s']:.2f} median {k['copy']['median_gb_s']:.2f}; "
-                     f"triad best {k['triad']['best_gb_s']:.2f} median {k['triad']['median_gb_s']:.2f} "
-                     f"(load average {s['load_average']:.1f})")
+        figures = "; ".join(f"{name} best {k[name]['best_gb_s']:.2f} median {k[name]['median_gb_s']:.2f}"
+                            for name in bandwidth.KERNEL_ARRAYS if name in k)
+        lines.append(f"  {when}: {figures} (load average {s['load_average']:.1f})")
     if bw[0]["arrays_exceed_llc"] is False:
         llc_mib = bw[0]["llc_bytes"] / 2**20
         lines.append(f"  WARNING: arrays < {bandwidth.LLC_FACTOR} x the last-level cache ({llc_mib:.0f} MiB): this "
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
               "roofline_kernel": ROOFLINE_KERNEL, "bandwidth": [], "rows": rows}
 
     def sample_bandwidth(when: str) -> None:
-        print(f"… bandwidth ({when}): copy and triad over {args.array_mib} MiB arrays, {args.threads} threads",
+        print(f"… bandwidth ({when}): copy, triad and read over {args.array_mib} MiB arrays, {args.threads} threads",
               file=sys.stderr, flush=True)
         s = bandwidth.measure(args.threads, args.array_mib, args.repeats)
         s.update(when=when, load_average=os.getloadavg()[0])

@@ -59,7 +59,7 @@ def test_last_level_cache_is_the_largest_cache_in_sysfs(tmp_path):
 def test_bandwidth_counts_streams_bytes_and_says_when_the_arrays_fit_in_cache():
     s = bandwidth.measure(threads=1, array_mib=2, repeats=3)
     n = 2 * 2**20
-    for name, arrays in (("copy", 2), ("triad", 3)):
+    for name, arrays in (("copy", 2), ("triad", 3), ("read", 1)):
         k = s["kernels"][name]
         assert k["bytes_moved"] == arrays * n and len(k["seconds"]) == 3
         assert k["best_gb_s"] == pytest.approx(arrays * n / min(k["seconds"]) / 1e9)
