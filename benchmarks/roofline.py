@@ -130,8 +130,11 @@ def agreement_cells(a: dict | None) -> list[str]:
 def table(report: dict) -> str:
     bw = report["bandwidth"]
     lines = [f"\nRoofline benchmark: {report['model']}, {report['prompts']} paper prompts x {report['tokens']} new "
-             f"tokens (ignore_eos), {report['threads']} threads, {os.cpu_count()} CPUs; bandwidth "
-             f"{ROOFLINE_KERNEL} best {report['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s (measured in this run)",
+             f"tokens (ignore_eos), {report['threads']} threads, {os.cpu_count()} CPUs "
+             f"({(report.get('host') or {}).get('cpu_model')}); bandwidth "
+             f"{ROOFLINE_KERNEL} best {report['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s (measured in this run); load "
+             f"average {fmt(report.get('load_average_start'), '.1f')} at the start, "
+             f"{fmt(report.get('load_average_end'), '.1f')} at the end",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in report["rows"]:
         ok = r["status"] == "ok"
@@ -222,8 +225,11 @@ def main(argv=None) -> int:
         print(f"error: {out} exists; results are never overwritten", file=sys.stderr)
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
+    from loadgen.hostinfo import git_describe, host_info
+
     rows = plan(configs, precisions)
-    report = {"status": "running", "started": stamp, "model": args.model, "prompts": len(prompts),
+    report = {"status": "running", "started": stamp, "host": host_info(), "source": git_describe(),
+              "load_average_start": os.getloadavg()[0], "model": args.model, "prompts": len(prompts),
               "tokens": args.tokens, "threads": args.threads, "cpu_count": os.cpu_count(),
               "roofline_kernel": ROOFLINE_KERNEL, "bandwidth": [], "rows": rows}
 
@@ -251,6 +257,7 @@ def main(argv=None) -> int:
     sample_bandwidth("after")
     report["bandwidth_bytes_per_s"] = bandwidth_of(report["bandwidth"])
     summarize(rows, report["bandwidth_bytes_per_s"])
+    report["load_average_end"] = os.getloadavg()[0]
     report["status"] = "complete"
     write_json(out, report)
     print(table(report))
