@@ -1,5 +1,6 @@
 # wattserve — the user's verbs. Each target sets up .venv on first use (idempotent).
 #   make bench      CONFIG=cpu MODEL=tiny REPS=1 …   run the benchmark, print a comparison table
+#                   [PRECISION=fp32|bf16|fp16|int8|int4|fp32,int8]   each configuration at each precision
 #                   [CPU_SENSOR=… GPU_SENSOR=… WALL_METER=… TDP_WATTS=… IDLE_WATTS=…]   which sensors
 #   make test                                        the test suite
 #   (CONFIG=<x>-cuda, cuda or all: everything runs in .venv-cuda, the CUDA requirement set; no GPU -> exit 2)
@@ -8,7 +9,7 @@
 #   make prompts    SEED=1 OUT=file.jsonl            a new seeded prompt set from HumanEval (the study's method)
 #   make models     MODEL=… CONFIG=…                 prepare (export) model artifacts ahead of time
 #   make serve      CONFIG=onnx-cpu MODEL=tiny       serve one configuration on 127.0.0.1:8000
-#   make equivalence MODEL=tiny CONFIG=cpu           compare every engine's tokens with torch
+#   make equivalence MODEL=tiny CONFIG=cpu [PRECISION=int8]   compare every engine's tokens with torch fp32
 #   make score      COMPLETIONS=file.jsonl [SCORE_ARGS=…]   pass@1 of {task_id, completion} lines, sandboxed
 #   make analyze    [RESULTS=results] [TABLE=x.csv] [OUT=dir] [TIMESERIES=run-id]   tables, tests, figures, report
 #                   [STUDY=a,b] [MODEL=a,b] [CONFIG=a,b] [RUNS=id,id]   only those runs (prints what it took)
@@ -31,7 +32,7 @@ CONFIG ?= cpu
 # images/constraints-cuda.txt). Checked first: no NVIDIA GPU here -> exit 2 before anything is installed.
 CUDA_VENV ?= .venv-cuda
 CUDA_CONSTRAINTS ?= images/constraints-cuda.txt
-CUDA_SELECTED := $(filter %-cuda cuda all,$(subst $(comma), ,$(CONFIG)))
+CUDA_SELECTED := $(filter %-cuda cuda all,$(subst @, ,$(subst $(comma), ,$(CONFIG))))
 ifneq ($(CUDA_SELECTED),)
 VENV := $(CUDA_VENV)
 PY := $(VENV)/bin/python
@@ -42,7 +43,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 endif
 MODEL ?= tiny
-export CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET SCORE_ISOLATION
+export CONFIG PRECISION MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET SCORE_ISOLATION
 # sensors of `make bench` (python -m loadgen.bench --help): CPU_SENSOR=auto|rapl|energibridge|estimate,
 # GPU_SENSOR=auto|nvml|nvidia-smi|dcgm=<URL>|none, WALL_METER=auto|none|<netio.json URL>, TDP_WATTS, IDLE_WATTS,
 # ENERGIBRIDGE_BIN; NETIO credentials only in the environment (NETIO_USER, NETIO_PASSWORD)
@@ -87,13 +88,13 @@ prompts: $(STAMP)
 	$(PY) -m loadgen.generate_prompts --seed "$(SEED)" --out "$(OUT)" $(if $(TOKENIZER),--tokenizer "$(TOKENIZER)")
 
 models: $(STAMP)
-	$(PY) -m services.models.prepare --model "$(MODEL)" --config "$(CONFIG)"
+	$(PY) -m services.models.prepare --model "$(MODEL)" --config "$(CONFIG)" $(if $(PRECISION),--precision "$(PRECISION)")
 
 serve: $(STAMP)
 	$(PY) -m services.inference --config "$(if $(filter cpu cuda all,$(CONFIG)),torch-cpu,$(CONFIG))" --model "$(MODEL)"
 
 equivalence: $(STAMP)
-	$(PY) -m services.inference.equivalence --model "$(MODEL)" --configs "$(CONFIG)"
+	$(PY) -m services.inference.equivalence --model "$(MODEL)" --configs "$(CONFIG)" $(if $(PRECISION),--precision "$(PRECISION)")
 
 score: $(STAMP)
 	@test -n "$(COMPLETIONS)" || { echo "usage: make score COMPLETIONS=file.jsonl [SCORE_ARGS=--unsafe-local-exec] (python -m scoring --help)" >&2; exit 2; }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+
 # The study's twelve models: registry name -> (Hugging Face id, parameters, size category).
 # Size categories: 1 = < 1B parameters, 2 = 1B to < 2B, 3 = >= 2B (same as services/models/registry.yaml).
 MODELS: dict[str, tuple[str, int, int]] = {
@@ -41,7 +42,25 @@ SIZE_CATEGORIES = {1: "< 1B parameters", 2: "1B to < 2B parameters", 3: ">= 2B p
 # The study's configurations, in the order tables and figures show them. Others (an added engine,
 # e.g. compile-cpu) are accepted and placed after these.
 CONFIG_ORDER = ("torch-cpu", "onnx-cpu", "ov-cpu", "jit-cpu", "torch-cuda", "onnx-cuda", "jit-cuda")
-CONFIG_RE = re.compile(r"^[a-z0-9_.]+-(cpu|cuda)$")
+# What a run measures is a configuration at a precision: its label is the configuration at fp32 (the
+# study's; every name made before precision was an axis keeps it) and <config>@<precision> below it.
+# Spelled here once; services/inference/variants.py checks a label against the engines.
+VARIANT_SEP = "@"
+DEFAULT_PRECISION = "fp32"
+PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8", "int4")
+CONFIG_RE = re.compile(r"^[a-z0-9_.]+-(cpu|cuda)(@[a-z0-9]+)?$")
+
+
+def variant_label(config: str, precision: str | None) -> str:
+    """The name a run of ``config`` at ``precision`` goes by: the configuration itself at fp32."""
+    precision = (precision or DEFAULT_PRECISION).lower()
+    return config if precision == DEFAULT_PRECISION else f"{config}{VARIANT_SEP}{precision}"
+
+
+def split_variant(text: str) -> tuple[str, str]:
+    """(configuration, precision) of a label, unchecked (recorded data is read as it is)."""
+    config, _, precision = str(text).partition(VARIANT_SEP)
+    return config, precision or DEFAULT_PRECISION
 
 # Dependent variables of the study (tested, aggregated, plotted), with a label and unit.
 DEPENDENT_VARIABLES: dict[str, str] = {
@@ -96,7 +115,7 @@ ENERGY_DOMAINS = ("cpu", "gpu", "wall", "dram")
 
 # Columns of runs.csv, in order. Empty cell = not measured.
 RUN_COLUMNS = (
-    ["model", "size_category", "config", "rep", "study", "workload", "host_fingerprint"]
+    ["model", "size_category", "config", "precision", "rep", "study", "workload", "host_fingerprint"]
     + list(DEPENDENT_VARIABLES)
     + ["run_id", "engine", "provider", "requests", "requests_ok", "prompt_tokens", "completion_tokens",
        "latency_median_s", "ttft_median_s", "ttft_p90_s", "itl_median_s", "itl_p90_s",
@@ -110,7 +129,8 @@ RUN_COLUMNS = (
     + [f"energy_{d}_{k}" for d in ENERGY_DOMAINS for k in ("source", "estimated", "method", "complete")]
     + ["pass_at_1", "solved", "problems", "skipped_prompts", "energy_per_solved_j", "energy_per_solved_provenance",
        "time_per_solved_s", "scoring_isolation"]
-    + ["output_match_rate", "output_reference", "energy_notes", "flags"]
+    + ["output_match_rate", "output_reference", "output_match_fp32_rate", "output_fp32_reference",
+       "energy_notes", "flags"]
 )
 
 
@@ -141,8 +161,12 @@ def size_category_for(model: str, params: int | None = None) -> int | None:
     return None
 
 
-def config_sort_key(config: str) -> tuple[int, str]:
-    return (CONFIG_ORDER.index(config), config) if config in CONFIG_ORDER else (len(CONFIG_ORDER), config)
+def config_sort_key(config: str) -> tuple[int, str, int, str]:
+    """The study's order of configurations; a lower precision right after its configuration at fp32."""
+    base, precision = split_variant(str(config))
+    rank = CONFIG_ORDER.index(base) if base in CONFIG_ORDER else len(CONFIG_ORDER)
+    prec = PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else len(PRECISION_ORDER)
+    return (rank, base, prec, precision)
 
 
 def model_sort_key(model: str) -> tuple[int, str]:

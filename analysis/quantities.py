@@ -43,6 +43,8 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping, Sequence
 
+from analysis.catalog import split_variant
+
 PARTS = ("cpu", "gpu")          # global energy = CPU + GPU, as the study
 IDLE_DOMAINS = ("cpu", "gpu", "wall")
 SETTLE_S = 30.0
@@ -145,10 +147,18 @@ def request_timing(rows: Iterable[Mapping]) -> dict[str, float | None]:
 # ---------------------------------------------------------------- output agreement
 
 def reference_config(config: str) -> str | None:
-    """The torch configuration a configuration's token ids are compared with (same provider)."""
-    if "-" not in str(config):
+    """The torch configuration a configuration's token ids are compared with: torch at fp32 on the same
+    provider, for every precision (``onnx-cpu@int8`` → ``torch-cpu``)."""
+    config = split_variant(str(config))[0]
+    if "-" not in config:
         return None
-    return "torch-" + str(config).rsplit("-", 1)[1]
+    return "torch-" + config.rsplit("-", 1)[1]
+
+
+def fp32_config(config: str) -> str | None:
+    """The same configuration at fp32, the second reference of a lower-precision variant (None at fp32)."""
+    base, precision = split_variant(str(config))
+    return None if precision == "fp32" else base
 
 
 def agreement(outputs: Mapping[int, object], reference: Mapping[int, object]) -> tuple[int, int]:

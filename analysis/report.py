@@ -35,6 +35,7 @@ from analysis.quantities import TIMING_QUANTILES, TIMINGS
 from analysis.report_caveats import POLICY, caveats, provenance_summary
 from analysis.report_content import Section
 from analysis.report_pass import pass_section
+from analysis.report_precision import precision_section
 from analysis.report_setup import setup_section
 from analysis.report_tables import kinds, kinds_text, prov_table, vlabel
 from analysis.report_verdicts import USAGE, energy_variable, rq1, rq2, rq3
@@ -203,6 +204,7 @@ def build(runs: pd.DataFrame, med: pd.DataFrame, agg: pd.DataFrame, sav: pd.Data
         intro(runs, med, stats, left_out, notes, source, table_input, table_only, selection, agg, sav),
         rq1_sec, rq2_sec, rq3_sec,
         pass_section(runs, figures),
+        precision_section(runs),
         left_out_section(notes1 + notes2 + notes3),
         medians_section(med),
         more_figures_section(runs, figures, {evar, "time_s", "pareto", "solved", *USAGE}, timeseries),

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from loadgen.runfolder import read_series
-from analysis.catalog import RUN_COLUMNS, canonical_model, config_sort_key, model_sort_key, size_category_for
+from analysis.catalog import (DEFAULT_PRECISION, RUN_COLUMNS, canonical_model, config_sort_key, model_sort_key,
+                              size_category_for, variant_label)
 from analysis.hardware import of_manifest as hardware_of
 from analysis.progress import progress
-from analysis.quantities import (TIMINGS, agreement, pass_at_1, per_solved, per_unit, reference_config,
+from analysis.quantities import (TIMINGS, agreement, fp32_config, pass_at_1, per_solved, per_unit, reference_config,
                                  request_span, request_timing, tokens_per_s)
 
 MARKER_FILES = ("run.json", "requests.csv", "series.csv")
@@ -206,12 +207,14 @@ def read_run(folder: Path, manifest: dict | None = None) -> RunRecord:
     name = canonical_model(model.get("name") or model.get("source") or "unknown")
     config = str(manifest.get("config") or f"{manifest.get('engine')}-{manifest.get('provider')}")
     engine, _, provider = config.rpartition("-")
+    precision = str((manifest.get("generation") or {}).get("precision") or DEFAULT_PRECISION).lower()
     cat = model.get("size_category") or size_category_for(name, model.get("params"))
     phases = manifest["phases"]
     row: dict = {
         "model": name,
         "size_category": cat,
-        "config": config,
+        "config": variant_label(config, precision),  # the grouping key: engine x provider x precision
+        "precision": precision,
         "rep": (manifest.get("protocol") or {}).get("rep"),
         "run_id": manifest.get("run_id") or folder.name,
         "engine": manifest.get("engine") or engine,
@@ -302,6 +305,14 @@ def output_match(records: list[RunRecord]) -> dict[str, list[str]]:
         cur = refs.get(key)
         if cur is None or (r.get("rep") or 0, r["run_id"]) < (cur.row.get("rep") or 0, cur.row["run_id"]):
             refs[key] = rec
+    for rec in records:  # a lower precision against its own configuration at fp32 (what the precision changed)
+        own = fp32_config(rec.row["config"])
+        ref = refs.get((rec.row["model"], own, rec.work)) if own else None
+        if ref is not None and rec.digests:
+            same, n = agreement(rec.digests, ref.digests)
+            if n:
+                rec.row["output_match_fp32_rate"] = same / n
+                rec.row["output_fp32_reference"] = ref.row["run_id"]
     for rec in records:
         r = rec.row
         ref_cfg = reference_config(r["config"])

@@ -21,6 +21,7 @@ from loadgen.bench_settings import Settings, UsageError, parser, resolve_setting
 from loadgen.progress import Progress, hms
 from loadgen.protocol import RunInterrupted, RunPlan, run_once
 from loadgen.summary import comparison_table, summarize, write_report
+from services.inference.variants import split
 
 
 def read_manifest(run_dir: Path) -> dict | None:
@@ -118,9 +119,10 @@ def main(argv=None) -> int:
 
             sampler = local_sampler(args.sample_interval, choice=s.sensors)
     try:
-        for i, (rep, config) in enumerate(order, 1):
-            progress.start_run(i, f"{config} {s.model} r{rep}/{s.reps}")
-            plan = RunPlan(config=config, model=s.model, prompts=s.prompts, results=s.results, rep=rep, reps=s.reps,
+        for i, (rep, variant) in enumerate(order, 1):
+            progress.start_run(i, f"{variant} {s.model} r{rep}/{s.reps}")
+            config, precision = split(variant)
+            plan = RunPlan(config=config, precision=precision, model=s.model, prompts=s.prompts, results=s.results, rep=rep, reps=s.reps,
                            warmup_s=s.warmup_s, cooldown_s=s.cooldown_s, request_timeout_s=s.request_timeout_s,
                            ready_timeout_s=s.ready_timeout_s, max_new_tokens=s.max_new_tokens,
                            max_length=s.max_length, ignore_eos=s.ignore_eos, threads=s.threads,

@@ -20,18 +20,23 @@ from loadgen.runners import RUNNER_CHOICES, RunnerError, choose_runner
 PRESETS = {
     "paper": {"WARMUP": "300", "COOLDOWN": "300", "REPS": "10"},  # the study: 5 min idle each side, 10 reps
 }
-DEFAULTS = {"CONFIG": "cpu", "MODEL": "tiny", "REPS": "1", "WARMUP": "5", "COOLDOWN": "5", "PROMPTS": "paper",
+DEFAULTS = {"CONFIG": "cpu", "PRECISION": "fp32", "MODEL": "tiny", "REPS": "1", "WARMUP": "5", "COOLDOWN": "5", "PROMPTS": "paper",
             "RESULTS": "results", "RUNNER": "auto", "PRESET": "",
             "CPU_SENSOR": "auto", "GPU_SENSOR": "auto", "WALL_METER": "auto", "TDP_WATTS": "", "IDLE_WATTS": "",
             "ENERGIBRIDGE_BIN": "energibridge", "SCORE_ISOLATION": "auto"}
 
 EPILOG = """\
 every option can also come from an environment variable (how `make bench` passes them):
-  CONFIG MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET SCORE_ISOLATION
+  CONFIG PRECISION MODEL REPS WARMUP COOLDOWN PROMPTS RESULTS RUNNER PRESET SCORE_ISOLATION
   CPU_SENSOR GPU_SENSOR WALL_METER TDP_WATTS IDLE_WATTS ENERGIBRIDGE_BIN
   precedence: command line > environment > --preset > built-in default (an empty variable is unset)
 
-CONFIG: one configuration (onnx-cpu), a comma list (torch-cpu,ov-cpu), or a group: cpu, cuda, all.
+CONFIG: one configuration (onnx-cpu), a comma list (torch-cpu,ov-cpu), or a group: cpu, cuda, all; a name may
+        carry its precision (onnx-cpu@int8).
+PRECISION: fp32 (default, the study's), bf16, fp16, int8, int4, or a comma list (fp32,int8: each configuration at
+        each); what each engine serves is its own declaration, a pair it does not serve is refused before
+        anything starts. A run at a lower precision is labelled <config>@<precision> (its run id, tables,
+        dashboards); the analysis compares it with the same configuration at fp32.
 MODEL:  tiny (built here, offline), shape:<hf id>, a registry name, a Hugging Face id, or a folder.
 PROMPTS: paper (the study's 164 prompts, hash-checked), humaneval (the 164 whole HumanEval prompts, greedy,
         max_new_tokens 192 unless given, prompts that do not fit the context skipped and counted; each
@@ -54,6 +59,7 @@ that says how to fix it; the choice is recorded in every run.json's sensor entri
 examples:
   python -m loadgen.bench                                  # every CPU config on tiny, 1 rep, 5 s idle windows
   python -m loadgen.bench --config onnx-cpu,torch-cpu --reps 3
+  python -m loadgen.bench --config onnx-cpu,ov-cpu --precision fp32,int8 --model shape:bigcode/tiny_starcoder_py
   python -m loadgen.bench --preset paper --model codeparrot-small      # 300 s idle each side, 10 reps
   CONFIG=ov-cpu MODEL=tiny WARMUP=1 COOLDOWN=1 python -m loadgen.bench
 
@@ -68,7 +74,7 @@ class UsageError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    configs: list[str]
+    configs: list[str]            # variant labels in the order asked: onnx-cpu, onnx-cpu@int8 (services/inference/variants.py)
     model: str
     reps: int
     warmup_s: float
@@ -101,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadgen.bench", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="configuration(s): name, comma list, cpu, cuda, all [CONFIG; default cpu]")
+    p.add_argument("--precision", help="fp32 | bf16 | fp16 | int8 | int4, or a comma list: every configuration at "
+                                       "each [PRECISION; default fp32]")
     p.add_argument("--model", help="model to serve [MODEL; default tiny]")
     p.add_argument("--reps", help="repetitions of every configuration [REPS; default 1; paper preset 10]")
     p.add_argument("--warmup", help="idle seconds before inference, service loaded [WARMUP; default 5; paper 300]")
@@ -178,7 +186,8 @@ def _number(text: str, name: str, kind=float, minimum=None, strict=False):
 def resolve_settings(args: argparse.Namespace, environ=os.environ,
                      probe_docker=None) -> Settings:
     """Check every input; raise :class:`UsageError` before anything is started or written."""
-    from services.inference.configs import ConfigError, expand, require_cuda
+    from services.inference.configs import ConfigError, require_cuda
+    from services.inference.variants import expand_variants
     from services.models.resolve import ModelError, resolve
 
     preset_name = pick(args.preset, "PRESET", environ, {}).strip().lower() or None
@@ -187,8 +196,9 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
     preset = PRESETS.get(preset_name, {})
     get = lambda cli, name: pick(cli, name, environ, preset)  # noqa: E731
     try:
-        configs = expand(get(args.config, "CONFIG"))
-        if any(c.endswith("-cuda") for c in configs):
+        variants = expand_variants(get(args.config, "CONFIG"), get(args.precision, "PRECISION"))
+        configs = [v.label for v in variants]
+        if any(v.config.endswith("-cuda") for v in variants):
             require_cuda()
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
@@ -238,7 +248,7 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
         runner, why = "external", f"the running service at {service_url}"
     else:
         try:
-            runner, why = choose_runner(get(args.runner, "RUNNER"), configs=configs,
+            runner, why = choose_runner(get(args.runner, "RUNNER"), configs=list(dict.fromkeys(v.config for v in variants)),
                                         **({"probe": probe_docker} if probe_docker else {}))
         except RunnerError as exc:
             raise UsageError(str(exc)) from None

@@ -348,17 +348,19 @@ def run_once(plan: RunPlan, *, sampler: Sampler | None = None, progress=None, ho
     caller stops too. ``stack`` (loadgen/stack.py StackRun): the live stack the run joins — the docker
     service on its network, registered as a scrape target while it runs."""
     from services.inference.configs import ServingConfig
+    from services.inference.variants import label
 
     progress = progress or _NoProgress()
     sampler = sampler or NullSampler()
     cfg = ServingConfig.parse(plan.config)
     model_label = Path(plan.model).name if Path(plan.model).is_dir() else plan.model
-    folder = RunFolder.create(plan.results, cfg.name, model_label, plan.rep)
+    variant = label(cfg.name, plan.precision)  # onnx-cpu, or onnx-cpu@int8 below fp32
+    folder = RunFolder.create(plan.results, variant, model_label, plan.rep)
     max_new, max_len = plan.limits
     phases: dict[str, dict] = {}
     manifest = {
         "schema": SCHEMA, "run_id": folder.run_id, "status": "running", "error": None,
-        "config": cfg.name, "engine": cfg.engine, "provider": cfg.provider, "runner": plan.runner,
+        "config": cfg.name, "variant": variant, "engine": cfg.engine, "provider": cfg.provider, "runner": plan.runner,
         "model": {"name": plan.model, "kind": None, "source": None, "revision": plan.revision,
                   "content_hash": None, "params": None, "size_category": None},
         "prompts": plan.prompts.describe(),

@@ -428,8 +428,9 @@ class ExternalService:
     runner = "external"
     pid = None
 
-    def __init__(self, config: str, model: str, *, url: str, log_path: Path, **_ignored) -> None:
-        self.config, self.model, self.url = config, model, url.rstrip("/")
+    def __init__(self, config: str, model: str, *, url: str, log_path: Path, precision: str = "fp32",
+                 **_ignored) -> None:
+        self.config, self.model, self.url, self.precision = config, model, url.rstrip("/"), precision
         self.log_path = Path(log_path)
         self.log_path.write_text(f"external service at {self.url}: its log is its own (compose logs inference)\n")
         self.client = httpx.Client(base_url=self.url, timeout=10)
@@ -454,10 +455,14 @@ class ExternalService:
             time.sleep(0.5)
         else:
             raise RunnerError(f"the service at {self.url} was not ready after {timeout:.0f} s")
-        served = self.info().get("config")
+        info = self.info()
+        served, precision = info.get("config"), info.get("precision") or "fp32"
         if served != self.config:
             raise RunnerError(f"the service at {self.url} serves {served}, not {self.config}: CONFIG must be the "
                               "stack's (make up CONFIG=...)")
+        if precision != self.precision:
+            raise RunnerError(f"the service at {self.url} serves {served} at {precision}, not {self.precision}: "
+                              "PRECISION must be the stack's")
 
     def info(self) -> dict:
         r = self.client.get("/info")

@@ -226,7 +226,10 @@ class StackRun:
                 "target_file": str(self.targets.path)}
 
     def run_started(self, run_id: str, plan) -> None:
-        self.exporter.start_run(run_id, plan.config, plan.model, plan.rep, plan.prompts.count)
+        from services.inference.variants import label
+
+        # the dashboards' config label is the variant: a run at int8 is onnx-cpu@int8, never mixed with fp32
+        self.exporter.start_run(run_id, label(plan.config, plan.precision), plan.model, plan.rep, plan.prompts.count)
 
     def run_written(self, manifest: dict | None) -> None:
         self.exporter.end_run(manifest)

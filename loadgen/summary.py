@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 from analysis.quantities import agreement as agreement_of
-from analysis.quantities import reference_config
+from analysis.quantities import fp32_config, reference_config
+from services.inference.variants import label as variant_label
 from loadgen.runfolder import MANIFEST, REQUESTS, read_requests
 
 COLUMNS = ("run", "config", "model", "status", "requests ok/total", "inference s", "median latency s",
-           "TTFT ms p50/p90", "ITL ms p50/p90", "tokens/s", "energy", "idle W", "J/request", "harness CPU", "agreement vs torch")
+           "TTFT ms p50/p90", "ITL ms p50/p90", "tokens/s", "energy", "idle W", "J/request", "harness CPU", "agreement (same tokens)")
 
 
 def energy_summary(run_dir: Path, phases: dict, rows: list[dict], manifest: dict) -> tuple[dict, list[dict]]:
@@ -73,7 +74,7 @@ def summarize(run_dir: Path) -> dict:
     return {
         "run_id": m["run_id"],
         "run_dir": str(run_dir),
-        "config": m["config"],
+        "config": m.get("variant") or variant_label(m["config"], (m.get("generation") or {}).get("precision")),
         "model": (m.get("model") or {}).get("name"),
         "rep": (m.get("protocol") or {}).get("rep"),
         "status": m["status"],
@@ -113,11 +114,12 @@ def agreement(run_dir: Path, ref_dir: Path) -> tuple[int, int]:
 
 
 def agreement_cells(summaries: list[dict]) -> list[str]:
-    """'ref' for a reference itself, 'x% (k/n)' against the same model's torch run of the same provider
-    (same repetition where there is one), '-' where this bench has no such run."""
+    """'ref' for a reference itself, 'x% (k/n)' against the same model's torch fp32 run of the same provider
+    (same repetition where there is one) and, for a lower precision, against its configuration's fp32 run
+    too; '-' where this bench has no such run."""
     refs: dict[tuple[str, str, object], str] = {}
     for s in summaries:
-        if s["config"] == reference_config(s["config"]) and s["requests_ok"] and not s.get("stream"):
+        if fp32_config(s["config"]) is None and s["requests_ok"] and not s.get("stream"):  # every fp32 run can be one
             refs.setdefault((s["model"], s["config"], s["rep"]), s["run_dir"])
             refs.setdefault((s["model"], s["config"], None), s["run_dir"])
     cells = []
@@ -129,12 +131,15 @@ def agreement_cells(summaries: list[dict]) -> list[str]:
         if s["config"] == ref_cfg:
             cells.append("ref")
             continue
-        ref = refs.get((s["model"], ref_cfg, s["rep"])) or refs.get((s["model"], ref_cfg, None))
-        if ref is None or not s["requests_ok"]:
-            cells.append("-")
-            continue
-        same, n = agreement(Path(s["run_dir"]), Path(ref))
-        cells.append(f"{100 * same / n:.1f}% ({same}/{n}) vs {ref_cfg}" if n else "-")
+        parts = []  # against torch fp32, and a lower precision also against its own configuration at fp32
+        for ref_of in dict.fromkeys(c for c in (ref_cfg, fp32_config(s["config"])) if c):
+            ref = refs.get((s["model"], ref_of, s["rep"])) or refs.get((s["model"], ref_of, None))
+            if ref is None or not s["requests_ok"]:
+                continue
+            same, n = agreement(Path(s["run_dir"]), Path(ref))
+            if n:
+                parts.append(f"{100 * same / n:.1f}% ({same}/{n}) vs {ref_of}")
+        cells.append("; ".join(parts) or "-")
     return cells
 
 

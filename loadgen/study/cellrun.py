@@ -12,10 +12,12 @@ def cell_run_plan(chk: Checked, plan: dict, cell: Cell, position: int, cells: in
                   extra: dict | None = None):
     """The RunPlan of ``cell``'s ``attempt``; ``extra`` joins run.json's ``study`` (e.g. the Slurm job)."""
     from loadgen.protocol import RunPlan
+    from services.inference.variants import split
 
     spec, p = chk.spec, chk.spec.protocol
+    config, precision = split(cell.config)  # a cell's config is a variant label: onnx-cpu, onnx-cpu@int8
     return RunPlan(
-        config=cell.config, model=cell.model, prompts=chk.prompts, results=chk.study_dir / RUNS_DIR,
+        config=config, precision=precision, model=cell.model, prompts=chk.prompts, results=chk.study_dir / RUNS_DIR,
         rep=cell.rep, reps=spec.repetitions, warmup_s=p.warmup_s, cooldown_s=p.cooldown_s,
         request_timeout_s=p.request_timeout_s, ready_timeout_s=p.ready_timeout_s,
         max_new_tokens=p.max_new_tokens, max_length=p.max_length, ignore_eos=p.ignore_eos,

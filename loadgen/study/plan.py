@@ -71,14 +71,15 @@ def check(spec: StudySpec, spec_path: Path, results: str | None = None, probe_do
     from loadgen.prompts import PromptError, load_prompts
     from loadgen.protocol import default_threads
     from loadgen.runners import RunnerError, choose_runner
-    from services.inference.configs import ConfigError, expand, require_cuda
+    from services.inference.configs import ConfigError, require_cuda
+    from services.inference.variants import expand_variants, split
     from services.models.resolve import ModelError, resolve
 
-    try:
-        configs = expand(",".join(spec.configs))
+    try:  # variant labels: onnx-cpu at fp32, onnx-cpu@int8 below it (what a cell's config names)
+        configs = [v.label for v in expand_variants(",".join(spec.configs), ",".join(spec.precisions))]
     except ConfigError as exc:
         raise StudyError(f"configs: {exc}") from None
-    if any(c.endswith("-cuda") for c in configs):
+    if any(split(c)[0].endswith("-cuda") for c in configs):
         try:
             require_cuda()
         except ConfigError as exc:
@@ -110,7 +111,7 @@ def check(spec: StudySpec, spec_path: Path, results: str | None = None, probe_do
                 raise StudyError(f"protocol.score_isolation: {exc}") from None
             print(f"warning: protocol.score_isolation: {exc}", file=sys.stderr)
     try:
-        runner, why = choose_runner(spec.runner, configs=configs, **({"probe": probe_docker} if probe_docker else {}))
+        runner, why = choose_runner(spec.runner, configs=list(dict.fromkeys(split(c)[0] for c in configs)), **({"probe": probe_docker} if probe_docker else {}))
     except RunnerError as exc:
         raise StudyError(f"runner: {exc}") from None
     sensors = spec.protocol.sensors

@@ -111,6 +111,9 @@ class StudySpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
     models: list[str] = Field(min_length=1)
     configs: list[str] = Field(min_length=1)
+    # every configuration at each precision (a config may also carry its own: onnx-cpu@int8);
+    # services/inference/variants.py checks each pair against its engine
+    precisions: list[str] = Field(["fp32"], min_length=1)
     repetitions: int = Field(ge=1)
     seed: int | None = None
     retries: int = Field(2, ge=0, le=20)
@@ -121,12 +124,12 @@ class StudySpec(Strict):
     protocol: Protocol = Protocol()
     slurm: SlurmOptions | None = None
 
-    @field_validator("configs", "models", mode="before")
+    @field_validator("configs", "models", "precisions", mode="before")
     @classmethod
     def _listify(cls, v):
         return [x.strip() for x in v.split(",")] if isinstance(v, str) else v
 
-    @field_validator("models", "configs")
+    @field_validator("models", "configs", "precisions")
     @classmethod
     def _distinct(cls, v):
         if len(set(v)) != len(v):

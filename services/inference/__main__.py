@@ -17,7 +17,7 @@ from pathlib import Path
 
 from services.inference.configs import CONFIGS, UNSUPPORTED, ConfigError, ServingConfig, require_cuda
 from services.inference.engines import EngineSettings, engine_class
-from services.inference.engines.precision import check_engine
+from services.inference.engines.precision import check_serving
 from services.inference.schemas import DEFAULT_MAX_BODY_BYTES
 from services.inference.service import PAPER_PROMPTS
 from services.models.cache import cache_root
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
             require_cuda()
         model = resolve(args.model, revision=args.revision, trust_remote_code=args.trust_remote_code, build=False)
         settings = EngineSettings(threads=args.threads, precision=args.precision, cache_dir=cache_root())
-        check_engine(config.engine, engine_class(config.engine).precisions, args.precision)  # before the load
+        check_serving(engine_class(config.engine), config.provider, args.precision)  # before the load
     except (ConfigError, ModelError, ValueError, CannotListen) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

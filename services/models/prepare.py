@@ -11,7 +11,8 @@ import argparse
 import sys
 import time
 
-from services.inference.configs import ConfigError, ServingConfig, expand
+from services.inference.configs import ConfigError, ServingConfig
+from services.inference.variants import expand_variants
 from services.models.resolve import ModelError, materialize, resolve
 
 
@@ -23,30 +24,33 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m services.models.prepare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="tiny, shape:<hf id>, a registry name, a HF id or a folder")
-    p.add_argument("--config", default="cpu", help="one, a comma list, cpu, cuda or all (default cpu)")
+    p.add_argument("--config", default="cpu", help="one, a comma list, cpu, cuda or all (default cpu); a name may "
+                                                   "carry its precision: onnx-cpu@int8")
+    p.add_argument("--precision", default="fp32", help="fp32 (default), a lower one, or a comma list [make models "
+                                                       "PRECISION=]")
     p.add_argument("--revision", default=None)
     p.add_argument("--trust-remote-code", action="store_true")
     args = p.parse_args(argv)
     try:
-        configs = expand(args.config)
+        variants = expand_variants(args.config, args.precision)
         model = materialize(resolve(args.model, revision=args.revision,
                                     trust_remote_code=args.trust_remote_code))
     except (ConfigError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = EngineSettings(threads=default_threads(), cache_dir=cache_root())
     print(f"model {model.name}: {model.identity}")
     status = 0
-    for i, name in enumerate(configs, 1):
-        t0 = time.time()
+    for i, variant in enumerate(variants, 1):
+        t0, name, cfg = time.time(), variant.label, ServingConfig.parse(variant.config)
+        settings = EngineSettings(threads=default_threads(), precision=variant.precision, cache_dir=cache_root())
         try:
-            engine = engine_class(ServingConfig.parse(name).engine)(model, ServingConfig.parse(name), settings)
+            engine = engine_class(cfg.engine)(model, cfg, settings)
             path = engine.prepare(progress=lambda m: print("   ", m))
         except (EngineError, Exception) as exc:  # report every config, then fail
-            print(f"[{i}/{len(configs)}] {name}: FAILED: {type(exc).__name__}: {exc}")
+            print(f"[{i}/{len(variants)}] {name}: FAILED: {type(exc).__name__}: {exc}")
             status = 1
             continue
-        print(f"[{i}/{len(configs)}] {name}: {path or 'no artifact needed'} ({time.time() - t0:.1f}s)")
+        print(f"[{i}/{len(variants)}] {name}: {path or 'no artifact needed'} ({time.time() - t0:.1f}s)")
     return status
 
 

@@ -22,7 +22,7 @@ QUICK = ["--model", "tiny", "--max-new-tokens", "8", "--warmup", "0.5", "--coold
 
 def bench_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("CONFIG", "MODEL", "REPS", "WARMUP", "COOLDOWN", "PROMPTS", "RESULTS", "RUNNER", "PRESET")}
+           if k not in ("CONFIG", "PRECISION", "MODEL", "REPS", "WARMUP", "COOLDOWN", "PROMPTS", "RESULTS", "RUNNER", "PRESET")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env["RUNNER"] = "native"  # skip the docker probe
     env["WATTSERVE_STACK"] = "off"  # never join a live stack someone has up (tests/docker/test_bench_stack.py does)

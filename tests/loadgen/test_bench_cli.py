@@ -47,6 +47,9 @@ from tests.loadgen.conftest import run_bench
     (["--wall-meter", "http://127.0.0.1:9/netio.json"], {}, "wall meter: http://127.0.0.1:9/netio.json does not answer"),
     (["--wall-meter", "http://admin:s3cret@127.0.0.1:9/netio.json"], {}, "NETIO_USER / NETIO_PASSWORD, never on a command line"),
     (["--no-sensors", "--cpu-sensor", "estimate"], {}, "--no-sensors starts no sensor: drop it or the sensor option(s) --cpu-sensor"),
+    (["--config", "jit-cpu,onnx-cpu", "--precision", "int8"], {},
+     "jit-cpu@int8: engine 'jit' does not serve precision 'int8'; it serves: fp32"),
+    (["--config", "onnx-cpu"], {"PRECISION": "int3"}, "unknown precision 'int3'"),
 ])
 def test_bad_input_is_refused_before_anything_starts(tmp_path, args, env, message):
     if "torch-cuda" in args:
@@ -126,6 +129,15 @@ def test_defaults_env_preset_and_command_line_precedence():
     assert (s.warmup_s, s.cooldown_s, s.reps, s.configs) == (2.0, 300.0, 10, ["onnx-cpu", "ov-cpu"])
     s = resolve_settings(args(), environ=env)
     assert s.warmup_s == 10.0  # environment beats the preset
+
+
+def test_precision_makes_variants_from_the_environment_or_the_command_line():
+    env = {"CONFIG": "onnx-cpu,ov-cpu@int4", "PRECISION": "fp32,int8", "RUNNER": "native"}
+    s = resolve_settings(args(), environ=env)
+    assert s.configs == ["onnx-cpu", "onnx-cpu@int8", "ov-cpu@int4"]  # an item's own @precision is kept
+    s = resolve_settings(args("--precision", "int8"), environ=env)  # the command line beats PRECISION
+    assert s.configs == ["onnx-cpu@int8", "ov-cpu@int4"]
+    assert sorted(schedule(s)) == [(1, "onnx-cpu@int8"), (1, "ov-cpu@int4")]  # what the runs are started as
 
 
 def test_runs_are_interleaved_by_repetition_and_randomized_from_a_recorded_seed():

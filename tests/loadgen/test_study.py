@@ -174,6 +174,9 @@ def test_shipped_specs():
     ({"configs": ["ov-cuda"]}, "OpenVINO has no CUDA"),
     ({"configs": ["tensorrt-cpu"]}, "unknown configuration 'tensorrt-cpu'"),
     ({"configs": ["torch-cpu", "torch-cpu"]}, "listed twice"),
+    ({"configs": ["jit-cpu"], "precisions": ["int8"]}, "jit-cpu@int8: engine 'jit' does not serve precision 'int8'"),
+    ({"precisions": ["int3"]}, "unknown precision 'int3'"),
+    ({"precisions": []}, "precisions: List should have at least 1 item"),
     ({"models": ["no-such-model"]}, "unknown model 'no-such-model'"),
     ({"models": []}, "models: List should have at least 1 item"),
     ({"runner": "kubernetes"}, "runner: Input should be 'auto', 'native' or 'docker'"),
@@ -470,3 +473,22 @@ def test_ctrl_c_stops_the_study_cleanly_and_the_same_command_continues(tmp_path,
     again = run_study(spec)
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted(m["status"] for m in run_manifests(study_dir)) == ["complete", "interrupted"]
+
+
+def test_a_precision_list_makes_one_cell_per_variant(tmp_path):
+    """precisions: [fp32, int8] runs every configuration at each; a cell's config is the variant label, and its
+    run plan carries the precision apart (what the service is started with)."""
+    from loadgen.study.cellrun import cell_run_plan
+
+    spec = write_spec(tmp_path, configs=["onnx-cpu", "ov-cpu@int4"], precisions=["fp32", "int8"])
+    r = run_study(spec, "--dry-run", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "3 runs (1 model(s) x 3 configuration(s) x 1 repetition(s))" in r.stdout
+    for name in ("tiny onnx-cpu r1", "tiny onnx-cpu@int8 r1", "tiny ov-cpu@int4 r1"):
+        assert name in r.stdout
+    chk = check(load_spec(spec), spec)
+    assert chk.configs == ["onnx-cpu", "onnx-cpu@int8", "ov-cpu@int4"]
+    plan = load_or_create_plan(chk)
+    run = cell_run_plan(chk, plan, Cell("tiny", "onnx-cpu@int8", 1), 1, 3, 1)
+    assert (run.config, run.precision) == ("onnx-cpu", "int8")
+    assert cell_run_plan(chk, plan, Cell("tiny", "onnx-cpu", 1), 1, 3, 1).precision == "fp32"

@@ -17,6 +17,7 @@ from loadgen.runfolder import MANIFEST
 from loadgen.study.plan import Cell, Checked
 from loadgen.study.spec import SlurmOptions, StudyError
 from loadgen.study.state import RUNS_DIR
+from services.inference.variants import split as split_variant
 
 ROOT = Path(__file__).resolve().parents[3]
 SLURM_DIR = "slurm"
@@ -118,7 +119,7 @@ def sbatch_argv(chk: Checked, opts: SlurmOptions, spec_path: Path, cell: Cell, p
         argv.append(f"--account={opts.account}")
     if opts.time_limit:
         argv.append(f"--time={opts.time_limit}")
-    if cell.config.endswith("-cuda"):
+    if split_variant(cell.config)[0].endswith("-cuda"):  # onnx-cuda@fp16 asks for its GPU too
         argv.append(f"--gpus={opts.gpus_per_job}")
     if node:
         argv.append(f"--nodelist={node}")

@@ -50,9 +50,11 @@ class Engine(abc.ABC):
     kv_cache: bool = True
     #: the precisions this engine serves (engines/precision.py SUPPORTED); others are refused
     precisions: tuple[str, ...] = ("fp32",)
+    #: {(provider, precision): reason} for a declared precision one provider cannot serve
+    provider_refusals: dict[tuple[str, str], str] = {}
 
     def __init__(self, model: ModelSpec, config: ServingConfig, settings: EngineSettings):
-        precisions.check_engine(self.name, self.precisions, settings.precision)
+        precisions.check_serving(type(self), config.provider, settings.precision)
         self.model = model
         self.config = config
         self.settings = settings

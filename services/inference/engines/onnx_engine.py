@@ -48,6 +48,8 @@ def verify_session(session, asked: str, precision: str) -> dict[str, Any]:
 class OnnxEngine(Engine):
     name = "onnx"
     precisions = ("fp32", "int8")
+    provider_refusals = {("cuda", "int8"): "onnx int8 is ORT's dynamic quantization (MatMulInteger), whose "
+                                           "kernels run on the CPU execution provider only; onnx-cuda serves fp32"}
 
     def library_versions(self) -> dict[str, str]:
         import onnxruntime
@@ -107,9 +109,6 @@ class OnnxEngine(Engine):
         from optimum.onnxruntime import ORTModelForCausalLM
 
         provider = PROVIDERS[self.config.provider]
-        if self.settings.precision == "int8" and self.config.provider != "cpu":
-            raise EngineError("onnx int8 is ORT's dynamic quantization (MatMulInteger), whose kernels run on "
-                              "the CPU execution provider only; onnx-cuda serves fp32")
         if provider not in ort.get_available_providers():
             raise EngineError(
                 f"ONNX Runtime {ort.__version__} here has no {provider} "

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from services.inference.engines.base import Engine, EngineError, write_json_atomic
-from services.inference.engines.jit_engine import verification_cases
+from services.inference.engines.verification import verification_cases
 from services.inference.engines.ov_engine import OpenVinoEngine
 
 #: bump when the verification changes meaning: old verdicts are then redone

@@ -45,6 +45,16 @@ def check_engine(engine: str, served: tuple[str, ...], precision: str) -> str:
     return precision
 
 
+def check_serving(engine_cls, provider: str, precision: str) -> str:
+    """The precision if ``engine_cls`` serves it on ``provider`` (its ``precisions``, less its
+    ``provider_refusals``), else a PrecisionError that says why."""
+    check_engine(engine_cls.name, engine_cls.precisions, precision)
+    why = engine_cls.provider_refusals.get((provider, precision))
+    if why:
+        raise PrecisionError(f"{engine_cls.name}-{provider} does not serve {precision}: {why}")
+    return precision
+
+
 def apply_torch(precision: str) -> dict[str, Any]:
     """Set torch's process-wide matmul/cuDNN precision for ``precision``; return what torch reports
     afterwards. fp32: TF32 off for matmuls (``float32_matmul_precision='highest'``) and for cuDNN.

@@ -14,6 +14,8 @@ from services.inference.engines.base import Engine, EngineError, greedy_generati
 class TorchEngine(Engine):
     name = "torch"
     precisions = ("fp32", "bf16", "fp16", "int8")
+    provider_refusals = {("cuda", "int8"): "torch int8 is torch.ao dynamic quantization, whose kernels run on "
+                                           "the CPU only; on CUDA torch serves fp32, bf16 and fp16"}
 
     def load(self) -> None:
         import torch
@@ -22,9 +24,6 @@ class TorchEngine(Engine):
         from services.inference.engines.precision import apply_torch
 
         precision = self.settings.precision
-        if precision == "int8" and self.config.device != "cpu":
-            raise EngineError("torch int8 is torch.ao dynamic quantization, whose kernels run on the CPU only; "
-                              "on CUDA torch serves fp32, bf16 and fp16")
         torch.set_num_threads(self.settings.threads)
         settings = apply_torch(precision)  # fp32: TF32 off, as ORT's use_tf32=0
         model = (
