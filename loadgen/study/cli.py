@@ -18,6 +18,8 @@ spec (YAML; every key is checked, a typo is an error):
   name: smoke                 # the study folder: RESULTS/<name>/ (default: the spec file's name)
   models: [tiny]              # as MODEL: tiny, shape:<hf id>, a registry name, a hub id, a folder
   configs: [torch-cpu, onnx-cpu]   # or a group: cpu, cuda, all
+  precisions: [fp32]          # every configuration at each (fp32, bf16, fp16, int8, int4: what its engine
+                              # serves); a config may carry its own: onnx-cpu@int8
   repetitions: 2
   seed: 7                     # of the run order; drawn (and recorded) when absent
   retries: 2                  # extra attempts of a failed run

@@ -165,6 +165,9 @@ def test_shipped_specs():
     n = len(expand("cpu"))  # `configs: cpu` is every CPU configuration the registry serves, new engines too
     assert smoke.configs == ["cpu"]
     assert r.returncode == 0 and f"{2 * n} runs (1 model(s) x {n} configuration(s) x 2 repetition(s))" in r.stdout, r.stderr
+    r = run_study(STUDIES / "precision.yaml", "--dry-run", timeout=120)
+    assert r.returncode == 0 and "12 runs (1 model(s) x 4 configuration(s) x 3 repetition(s))" in r.stdout, r.stderr
+    assert "ov-cpu@int8 r1" in r.stdout and "onnx-cpu r1" in r.stdout
 
 
 @pytest.mark.parametrize("change, message", [
