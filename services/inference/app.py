@@ -37,6 +37,7 @@ from services.inference.schemas import (
     stream_components,
 )
 from services.inference.service import InferenceService
+from services.inference.variants import label as variant_label
 
 log = logging.getLogger("wattserve.inference")
 
@@ -58,7 +59,9 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
         metrics.load_seconds.set(service.load_seconds or 0)
         info = service.info()
         metrics.model_info.labels(
-            config=service.config.name, engine=service.config.engine, provider=service.config.provider,
+            # the variant (onnx-cpu, onnx-cpu@int8): the dashboards' $config is the bench's label
+            config=variant_label(service.config.name, service.settings.precision), engine=service.config.engine,
+            provider=service.config.provider,
             model=service.model.name, revision=service.model.content_hash or service.model.revision or "",
             precision=service.settings.precision, kv_cache=str(info["kv_cache"]).lower(),
         ).set(1)

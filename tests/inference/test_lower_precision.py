@@ -53,6 +53,9 @@ def test_a_lower_precision_serves_and_says_so(tiny, config, precision):
         info = server.client.get("/info").json()
         assert info["precision"] == precision and info["state"] == "ready"
         check_reported(config.split("-")[0], precision, info["precision_settings"])
+        metrics = server.client.get("/metrics").text  # the dashboards select services by the variant label
+        assert f'wattserve_model_info{{config="{config}@{precision}"' in metrics
+        assert f'precision="{precision}"' in metrics
     finally:
         server.stop()
 
