@@ -82,11 +82,11 @@ t_all=$(date +%s)
 log "base $BASE_IMAGE, source $version"
 if want cpu; then
   build cpu "$WATTSERVE_IMAGE:cpu"
-  for c in torch-cpu onnx-cpu ov-cpu jit-cpu ovgenai-cpu compile-cpu; do build "$c" "$WATTSERVE_IMAGE:$c"; done
+  for c in torch-cpu onnx-cpu ov-cpu jit-cpu ovgenai-cpu ct2-cpu compile-cpu; do build "$c" "$WATTSERVE_IMAGE:$c"; done
 fi
 if want cuda; then
   build cuda "$WATTSERVE_IMAGE:cuda"
-  for c in torch-cuda onnx-cuda jit-cuda compile-cuda; do build "$c" "$WATTSERVE_IMAGE:$c"; done
+  for c in torch-cuda onnx-cuda jit-cuda ct2-cuda compile-cuda; do build "$c" "$WATTSERVE_IMAGE:$c"; done
 fi
 if want prometheus; then
   t0=$(date +%s)

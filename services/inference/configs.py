@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ENGINES = ("torch", "onnx", "ov", "jit", "compile", "ovgenai")
+ENGINES = ("torch", "onnx", "ov", "jit", "compile", "ovgenai", "ct2")
 PROVIDERS = ("cpu", "cuda")
 
 # Pairs that do not exist, with the reason a user is told.

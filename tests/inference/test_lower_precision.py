@@ -18,13 +18,14 @@ PROMPT = {"prompt": "def fib(n):", "max_new_tokens": 6, "ignore_eos": True}
 
 
 def served_lower_precisions():
-    return [(f"{engine}-cpu", p) for engine in ("torch", "onnx", "ov", "jit")
+    return [(f"{engine}-cpu", p) for engine in ("torch", "onnx", "ov", "jit", "ct2")
             for p in engine_class(engine).precisions if p != "fp32"]
 
 
 def test_the_engines_declare_their_lower_precisions():
     assert served_lower_precisions() == [("torch-cpu", "bf16"), ("torch-cpu", "fp16"), ("torch-cpu", "int8"),
-                                         ("onnx-cpu", "int8"), ("ov-cpu", "int8"), ("ov-cpu", "int4")]
+                                         ("onnx-cpu", "int8"), ("ov-cpu", "int8"), ("ov-cpu", "int4"),
+                                         ("ct2-cpu", "int8")]
 
 
 def check_reported(engine: str, precision: str, settings: dict) -> None:
@@ -42,6 +43,8 @@ def check_reported(engine: str, precision: str, settings: dict) -> None:
         assert settings["quantization.weight_constants"][bits] > 0
         assert settings["openvino.INFERENCE_PRECISION_HINT"] == "f32"  # weights compressed, computed in f32
         assert settings["nncf.weight_compression"]["bits"] == int(precision[3:])
+    elif engine == "ct2":  # what the Generator reports it loaded: int8 weights, float32 elsewhere on a CPU
+        assert settings["ctranslate2.compute_type"] == "int8_float32"
 
 
 @pytest.mark.parametrize("config, precision", served_lower_precisions())
@@ -72,7 +75,7 @@ def test_fp32_artifacts_are_not_reused_for_int8(tiny, cache_dir):
 
 
 @pytest.mark.parametrize("engine, precision, served", [("jit", "bf16", "fp32"), ("onnx", "int4", "fp32, int8"),
-                                                       ("ov", "bf16", "fp32, int8, int4"),
+                                                       ("ov", "bf16", "fp32, int8, int4"), ("ct2", "int4", "fp32, int8"),
                                                        ("torch", "int4", "fp32, bf16, fp16, int8")])
 def test_an_undeclared_precision_is_refused_naming_the_served_ones(tiny, cache_dir, engine, precision, served):
     cfg = ServingConfig.parse(f"{engine}-cpu")

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "jit": "services.inference.engines.jit_engine:JitEngine",
     "compile": "services.inference.engines.compile_engine:CompileEngine",
     "ovgenai": "services.inference.engines.ovgenai_engine:OpenVinoGenAIEngine",
+    "ct2": "services.inference.engines.ct2_engine:CTranslate2Engine",
 }
 
 

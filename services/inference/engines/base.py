@@ -137,6 +137,16 @@ def greedy_generation_config(model, max_new_tokens: int, min_new_tokens: int):
     )
 
 
+def eos_ids(model) -> list[int]:
+    """The model's end-of-sequence ids, as the service and the torch engine read them (its config)."""
+    from transformers import AutoConfig
+
+    eos = AutoConfig.from_pretrained(model.load_source, trust_remote_code=model.trust_remote_code).eos_token_id
+    if eos is None:
+        return []
+    return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.inference.engines.base import Engine, EngineError, write_json_atomic
-from services.inference.engines.verification import verification_cases
+from services.inference.engines.base import Engine, EngineError, eos_ids, write_json_atomic
 from services.inference.engines.ov_engine import OpenVinoEngine
+from services.inference.engines.verification import compare_cases, torch_reference
 
 #: bump when the verification changes meaning: old verdicts are then redone
 FORMAT_VERSION = 1
@@ -78,16 +78,6 @@ def _streamer_bridge(streamer, should_stop):
     return Bridge()
 
 
-def eos_ids(model) -> list[int]:
-    """The model's end-of-sequence ids, as the service and the torch engine read them (its config)."""
-    from transformers import AutoConfig
-
-    eos = AutoConfig.from_pretrained(model.load_source, trust_remote_code=model.trust_remote_code).eos_token_id
-    if eos is None:
-        return []
-    return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
-
-
 class OpenVinoGenAIEngine(Engine):
     name = "ovgenai"
     kv_cache = True  # paged KV cache, managed by the pipeline's scheduler
@@ -129,38 +119,18 @@ class OpenVinoGenAIEngine(Engine):
                                           **self.plugin_config())
 
     def _verify(self, ir: Path, out: Path, progress) -> None:
-        from services.inference.configs import ServingConfig
-        from services.inference.engines.torch_engine import TorchEngine
-        from services.models.resolve import context_length
-
         progress(f"ovgenai: verifying LLMPipeline on {ir.name} against torch-{self.config.provider}")
-        reference = TorchEngine(self.model, ServingConfig("torch", self.config.provider), self.settings)
-        reference.load()
-        context = context_length(reference.model_obj.config)
-        cases = verification_cases(self.model, context)
-        expected = [reference.generate(c["input_ids"], c["max_new_tokens"], c["min_new_tokens"]) for c in cases]
-        del reference
+        cases, expected = torch_reference(self.model, self.config.provider, self.settings.threads)
         t0 = time.perf_counter()
         self.pipe, self.eos = self._open(ir), eos_ids(self.model)
         got = [self.generate(c["input_ids"], c["max_new_tokens"], c["min_new_tokens"]) for c in cases]
-        mismatches = [
-            {"prompt_tokens": len(c["input_ids"]), "min_new_tokens": c["min_new_tokens"],
-             "first_difference_at": first_difference(g, w), "expected": w, "pipeline": g}
-            for c, w, g in zip(cases, expected, got) if g != w
-        ]
         verdict: dict[str, Any] = {
             "format": FORMAT_VERSION, "model": self.model.identity, "ir": str(ir),
             "precision": self.settings.precision, "reference": f"torch-{self.config.provider} fp32",
-            "verified": not mismatches, "cases": len(cases), "exact": len(cases) - len(mismatches),
             "verify_seconds": round(time.perf_counter() - t0, 3), "versions": self.library_versions(),
-            "mismatches": mismatches,
+            **compare_cases(cases, expected, got, "LLMPipeline's greedy ids"),
         }
-        if mismatches:
-            m = mismatches[0]
-            verdict["reason"] = (f"LLMPipeline's greedy ids differ from torch's in {len(mismatches)}/{len(cases)} "
-                                 f"cases (first: {m['prompt_tokens']}-token prompt, at new token "
-                                 f"{m['first_difference_at']})")
-        progress("ovgenai: " + ("verified" if not mismatches else verdict["reason"]))
+        progress("ovgenai: " + ("verified" if verdict["verified"] else verdict["reason"]))
         write_json_atomic(out / VERIFY_FILE, verdict)
 
     def read_verdict(self) -> dict[str, Any]:
@@ -243,8 +213,3 @@ class OpenVinoGenAIEngine(Engine):
             "verified": bool(verdict.get("verified")),
             "verification": {k: verdict.get(k) for k in ("reference", "cases", "exact", "reason") if k in verdict},
         }
-
-
-def first_difference(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-

@@ -34,3 +34,40 @@ def verification_cases(model, context: int) -> list[dict]:
             new = min(new, context - len(ids))
             cases.append({"input_ids": ids, "max_new_tokens": new, "min_new_tokens": new if ignore_eos else 0})
     return cases
+
+
+def first_difference(a: list[int], b: list[int]) -> int:
+    """The index of the first id where ``a`` and ``b`` differ (the shorter length if one is a prefix)."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def torch_reference(model, provider: str, threads: int) -> tuple[list[dict], list[list[int]]]:
+    """The verification cases and the fp32 torch engine's greedy ids for them on ``provider``: what an
+    engine that runs another runtime's generation loop must reproduce. The torch model is freed after."""
+    from services.inference.configs import ServingConfig
+    from services.inference.engines.base import EngineSettings
+    from services.inference.engines.torch_engine import TorchEngine
+    from services.models.resolve import context_length
+
+    reference = TorchEngine(model, ServingConfig("torch", provider), EngineSettings(threads=threads))
+    reference.load()
+    cases = verification_cases(model, context_length(reference.model_obj.config))
+    expected = [reference.generate(c["input_ids"], c["max_new_tokens"], c["min_new_tokens"]) for c in cases]
+    return cases, expected
+
+
+def compare_cases(cases: list[dict], expected: list[list[int]], got: list[list[int]], what: str) -> dict:
+    """A verdict on ``got`` against ``expected``: verified, cases, exact, the mismatches (where each
+    first differs) and, when any differs, a one-sentence ``reason`` that starts with ``what``."""
+    mismatches = [
+        {"prompt_tokens": len(c["input_ids"]), "min_new_tokens": c["min_new_tokens"],
+         "first_difference_at": first_difference(g, w), "expected": w, "got": g}
+        for c, w, g in zip(cases, expected, got) if g != w
+    ]
+    verdict = {"verified": not mismatches, "cases": len(cases), "exact": len(cases) - len(mismatches),
+               "mismatches": mismatches}
+    if mismatches:
+        m = mismatches[0]
+        verdict["reason"] = (f"{what} differ from torch's in {len(mismatches)}/{len(cases)} cases (first: "
+                             f"{m['prompt_tokens']}-token prompt, at new token {m['first_difference_at']})")
+    return verdict
