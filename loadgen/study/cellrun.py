@@ -20,7 +20,7 @@ def cell_run_plan(chk: Checked, plan: dict, cell: Cell, position: int, cells: in
         config=config, precision=precision, model=cell.model, prompts=chk.prompts, results=chk.study_dir / RUNS_DIR,
         rep=cell.rep, reps=spec.repetitions, warmup_s=p.warmup_s, cooldown_s=p.cooldown_s,
         request_timeout_s=p.request_timeout_s, ready_timeout_s=p.ready_timeout_s,
-        max_new_tokens=p.max_new_tokens, max_length=p.max_length, ignore_eos=p.ignore_eos,
+        max_new_tokens=p.max_new_tokens, max_length=p.max_length, ignore_eos=p.ignore_eos, stream=p.stream,
         threads=chk.threads, runner=chk.runner, revision=spec.revision,
         trust_remote_code=spec.trust_remote_code, sample_interval_s=p.sample_interval_s,
         bench_id=f"study:{spec.name}", order=position, score_isolation=p.score_isolation,

@@ -36,6 +36,8 @@ spec (YAML; every key is checked, a typo is an error):
     score_isolation: auto     # humaneval: the sandbox completions are scored in after each run:
                               # auto | docker | namespace | unsafe-local (checked before anything starts)
     ignore_eos: false
+    stream: false             # true: streamed completions (SSE), TTFT/ITL as a client sees them (needs
+                              # max_new_tokens); false: non-streamed /v1/generate, the study's workload
     request_timeout_s: 300    # a request with no answer by then fails the run (a hung service)
     ready_timeout_s: 600      # load and warm-up
     threads: null             # CPU threads for every engine (null: every core)

@@ -48,6 +48,10 @@ def spec_digest(spec: StudySpec) -> str:
     for where it runs (``slurm:``) and where completions are scored (``protocol.score_isolation``),
     which change no run's protocol."""
     dump = spec.model_dump(mode="json", exclude={"slurm": True, "protocol": {"score_isolation": True}})
+    # keys added later, at their defaults, leave the digest of a study begun before them as it was
+    for where, key, default in ((dump, "precisions", ["fp32"]), (dump["protocol"], "stream", False)):
+        if where.get(key) == default:
+            where.pop(key)
     return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
 
 

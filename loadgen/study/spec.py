@@ -60,6 +60,9 @@ class Protocol(Strict):
     max_new_tokens: int | None = Field(None, ge=1)
     max_length: int | None = Field(None, ge=1)
     ignore_eos: bool = False
+    # replay with streamed completions (SSE on /v1/completions): TTFT and ITL as a client sees them; needs
+    # max_new_tokens (OpenAI's max_tokens counts new tokens only)
+    stream: bool = False
     request_timeout_s: float = Field(300.0, gt=0, allow_inf_nan=False)
     ready_timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False)
     threads: int | None = Field(None, ge=1)
@@ -88,6 +91,9 @@ class Protocol(Strict):
     def _one_limit(self):
         if self.max_new_tokens is not None and self.max_length is not None:
             raise ValueError("give max_new_tokens or max_length, not both")
+        if self.stream and self.max_new_tokens is None:
+            raise ValueError("stream: true needs max_new_tokens: OpenAI's /v1/completions limits new tokens only "
+                             "(max_tokens), while the study's max_length counts the prompt")
         return self
 
 

@@ -185,6 +185,7 @@ def test_shipped_specs():
     ({"runner": "kubernetes"}, "runner: Input should be 'auto', 'native' or 'docker'"),
     ({"protocol": {"prompts": "/nonexistent.jsonl"}}, "protocol.prompts:"),
     ({"protocol": {"max_new_tokens": 8, "max_length": 64}}, "give max_new_tokens or max_length, not both"),
+    ({"protocol": {"stream": True, "max_new_tokens": None, "max_length": 64}}, "stream: true needs max_new_tokens"),
     ({"protocol": {"prompts": "humaneval", "max_new_tokens": None, "max_length": 300}},
      "the humaneval workload takes max_new_tokens (prompts are whole problems), not max_length"),
     ({"protocol": {"prompts": "humaneval", "score_isolation": "chroot"}},
@@ -495,3 +496,25 @@ def test_a_precision_list_makes_one_cell_per_variant(tmp_path):
     run = cell_run_plan(chk, plan, Cell("tiny", "onnx-cpu@int8", 1), 1, 3, 1)
     assert (run.config, run.precision) == ("onnx-cpu", "int8")
     assert cell_run_plan(chk, plan, Cell("tiny", "onnx-cpu", 1), 1, 3, 1).precision == "fp32"
+
+
+def test_keys_added_later_at_their_defaults_keep_a_begun_studys_digest(tmp_path):
+    """A study begun before precisions: / protocol.stream existed resumes under the same digest; giving
+    either a value of its own is a different study."""
+    from loadgen.study.plan import spec_digest
+
+    plain = spec_digest(load_spec(write_spec(tmp_path, name="a")))
+    assert spec_digest(load_spec(write_spec(tmp_path, name="a", precisions=["fp32"]))) == plain
+    assert spec_digest(load_spec(write_spec(tmp_path, name="a", protocol={"stream": False}))) == plain
+    assert spec_digest(load_spec(write_spec(tmp_path, name="a", precisions=["fp32", "int8"]))) != plain
+    streamed = load_spec(write_spec(tmp_path, name="a", protocol={"stream": True}))
+    assert spec_digest(streamed) != plain and streamed.protocol.stream is True
+
+
+def test_a_streamed_study_plans_streamed_runs(tmp_path):
+    from loadgen.study.cellrun import cell_run_plan
+
+    spec = write_spec(tmp_path, protocol={"stream": True})
+    chk = check(load_spec(spec), spec)
+    run = cell_run_plan(chk, load_or_create_plan(chk), Cell("tiny", "torch-cpu", 1), 1, 1, 1)
+    assert run.stream is True and run.max_new_tokens == 8
