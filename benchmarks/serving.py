@@ -34,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.quantities import quantile  # noqa: E402
-from benchmarks.serving_parts import ROOT, Client, InProcessWorker, ServiceProcess, Timing, peak_rss  # noqa: E402
+from benchmarks.serving_parts import (CLIENTS, ROOT, Client, FloorProcess, InProcessWorker, ServiceProcess,  # noqa: E402
+                                     Timing, peak_rss)
 
 DEFAULT_REQUESTS = {"tiny": 20, "default": 8}  # per configuration per round: enough to settle, short for 2 cores
 
@@ -79,11 +80,13 @@ def start_targets(model: str, configs: list[str], args) -> list[Target]:
             without = tuple(m for m in (args.baseline_without or "").split(",") if m) if label else ()
             targets.append(Target(model, config, label or "this", ServiceProcess(config, model, args.threads, root,
                                                                                 log=log, without=without)))
+    if args.floor:  # the same client against no service at all: the part of the overhead no service removes
+        targets.append(Target(model, "http floor", "floor", FloorProcess(args.tokens)))
     for t in targets:
         print(f"… {model} {t.config} ({t.label}): waiting for /ready", file=sys.stderr, flush=True)
         t.ready_s = t.service.wait_ready(args.ready_timeout)
-        t.client = Client(t.service.port)
-        if t.label == "this" and not args.no_in_process:
+        t.client = CLIENTS[args.client](t.service.port)
+        if t.label == "this" and not args.no_in_process and not isinstance(t.service, FloorProcess):
             t.worker = InProcessWorker(t.config, model, args.threads)
     return targets
 
@@ -120,12 +123,12 @@ def rows_for(targets: list[Target]) -> list[tuple]:
                      quantile([x.client_s for x in timings], 0.5), quantile([x.client_s for x in timings], 0.9),
                      quantile(over, 0.5), quantile(over, 0.25), quantile(over, 0.75), spread(per_round),
                      quantile([x.ttft_s for x in timings if x.ttft_s is not None], 0.5),
-                     tokens / sum(engine) if engine else None, rss / 2**20, len(over)))
+                     tokens / sum(engine) if engine and sum(engine) > 0 else None, rss / 2**20, len(over)))
     return rows
 
 
 def print_table(rows: list[tuple], args, load: tuple[float, float]) -> None:
-    mode = "streamed /v1/completions (SSE)" if args.stream else "non-streamed /v1/generate"
+    mode = "streamed /v1/completions (SSE)" if args.stream else f"non-streamed /v1/generate, {args.client} client"
     print(f"\nServing benchmark: {mode}, {args.tokens} tokens a request (ignore_eos: equal work), "
           f"{args.rounds} rounds interleaved; {args.threads} threads, {os.cpu_count()} CPUs, load average "
           f"{load[0]:.1f} at the start and {load[1]:.1f} at the end; times in ms")
@@ -140,7 +143,10 @@ def print_table(rows: list[tuple], args, load: tuple[float, float]) -> None:
               f"{rss:.0f} | {n} |")
     print("\noverhead = client latency − the service's engine time (latency_s; streamed: its /metrics), per "
           "request; IQR = its 25th–75th percentile; rounds' p50 range = the lowest and highest per-round median. "
-          "TTFT: send to first token (non-streamed: the service's first_token_at; streamed: the first chunk).")
+          "TTFT: send to first token (non-streamed: the service's first_token_at; streamed: the first chunk)."
+          + (" http floor: a bare ASGI app on the same uvicorn stack answering at once (benchmarks/serving_floor.py): "
+             "its overhead is the client's, the loopback's and uvicorn's, which no service removes." if args.floor
+             else ""))
 
 
 def main() -> int:
@@ -163,11 +169,19 @@ def main() -> int:
                    help="modules the baseline's services must not import, a comma list (e.g. httptools,uvloop: "
                         "the baseline as it served before they were installed)")
     p.add_argument("--no-in-process", action="store_true", help="HTTP only (no in-process workers)")
+    p.add_argument("--client", choices=sorted(CLIENTS), default="stdlib",
+                   help="stdlib: http.client, keep-alive (default); raw: the request's bytes on a bare socket, the "
+                        "answer read by Content-Length (non-streamed only): what the standard library's client adds")
+    p.add_argument("--floor", action="store_true",
+                   help="add a row for a bare ASGI app on the same HTTP stack (no service; non-streamed only), "
+                        "timed by the same client, interleaved: the overhead's floor on this machine")
     p.add_argument("--ready-timeout", type=float, default=1800, help="seconds a service may take to be ready "
                                                                      "(a big model's first export happens here)")
     args = p.parse_args()
     if args.rounds < 1 or args.tokens < 1 or (args.requests is not None and args.requests < 1):
         p.error("--rounds, --requests and --tokens must be at least 1")
+    if args.stream and (args.floor or args.client != "stdlib"):
+        p.error("--floor and --client raw time non-streamed requests only")
     if args.baseline and not (Path(args.baseline) / "services" / "inference").is_dir():
         p.error(f"--baseline {args.baseline}: not a wattserve checkout (no services/inference there)")
     load0 = os.getloadavg()[0]

@@ -119,6 +119,68 @@ class Client:
         return Timing(client, engine if engine > 0 else None, first, usage)
 
 
+class RawClient(Client):
+    """The same non-streamed request over a bare keep-alive socket: the request's bytes written in one
+    send, the answer read by its Content-Length — none of http.client's header objects. What it saves
+    against ``Client`` is the standard library's own cost, measured by running both (``--client``);
+    the service's work is the same. Streams and /metrics still go through ``Client``'s connection."""
+
+    def __init__(self, port: int, timeout: float = 600):
+        super().__init__(port, timeout)
+        self.timeout, self.sock, self.buf = timeout, None, b""
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        super().close()
+
+    def reconnect(self) -> None:
+        super().reconnect()
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def _read_answer(self) -> tuple[int, bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the service closed the connection mid-answer")
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(x.split(b":", 1)[1]) for x in lines[1:] if x[:15].lower() == b"content-length:")
+        while len(self.buf) < length:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the service closed the connection mid-answer")
+            self.buf += chunk
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, body
+
+    def generate(self, prompt: str, tokens: int) -> Timing:
+        if self.sock is None:
+            self.reconnect()
+        body = json.dumps({"prompt": prompt, "max_new_tokens": tokens, "ignore_eos": True}).encode()
+        request = (b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        t0, wall0 = time.perf_counter(), time.time()
+        self.sock.sendall(request)
+        status, data = self._read_answer()
+        client = time.perf_counter() - t0
+        if status != 200:
+            raise RuntimeError(f"/v1/generate answered {status}: {data[:300]!r}")
+        out = json.loads(data)
+        first = out.get("first_token_at")
+        return Timing(client, out["latency_s"], None if first is None else first - wall0, out["completion_tokens"])
+
+
+CLIENTS = {"stdlib": Client, "raw": RawClient}
+
+
 class ServiceProcess:
     """``python -m services.inference`` from a checkout (this one, or another's for a before/after
     comparison), on a free loopback port; ready when /ready says 200."""
@@ -159,12 +221,25 @@ class ServiceProcess:
         raise TimeoutError(f"{self.config} service from {self.root} not ready after {timeout:.0f} s")
 
     def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class FloorProcess(ServiceProcess):
+    """benchmarks/serving_floor.py: no service, the same HTTP stack, a fixed answer with latency_s 0."""
+
+    def __init__(self, tokens: int, log: Path | None = None):
+        self.config, self.root, self.port = "http floor", ROOT, free_port()
+        self.log = open(log, "w") if log else subprocess.DEVNULL
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "serving_floor.py"), "--port",
+                                      str(self.port), "--tokens", str(tokens)], cwd=ROOT, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
 
 
 class InProcessWorker:
