@@ -10,6 +10,7 @@
 #   make models     MODEL=… CONFIG=…                 prepare (export) model artifacts ahead of time
 #   make serve      CONFIG=onnx-cpu MODEL=tiny       serve one configuration on 127.0.0.1:8000
 #   make equivalence MODEL=tiny CONFIG=cpu [PRECISION=int8]   compare every engine's tokens with torch fp32
+#   make llamacpp                                    opt-in: build + install llama-cpp-python for llamacpp-cpu (minutes)
 #   make score      COMPLETIONS=file.jsonl [SCORE_ARGS=…]   pass@1 of {task_id, completion} lines, sandboxed
 #   make analyze    [RESULTS=results] [TABLE=x.csv] [OUT=dir] [TIMESERIES=run-id]   tables, tests, figures, report
 #                   [STUDY=a,b] [MODEL=a,b] [CONFIG=a,b] [RUNS=id,id]   only those runs (prints what it took)
@@ -71,6 +72,10 @@ $(CUDA_VENV)/.installed: requirements.txt images/requirements.py $(CUDA_CONSTRAI
 	@touch $@
 
 venv: $(STAMP)
+# opt-in: llama-cpp-python (built from its sdist: cmake + g++, minutes) and llama.cpp's GGUF converter, for llamacpp-cpu
+.PHONY: llamacpp
+llamacpp: $(STAMP)
+	scripts/install-llamacpp.sh install $(PY)
 venv-cuda:
 	$(MAKE) venv CONFIG=cuda
 

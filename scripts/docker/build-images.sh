@@ -5,6 +5,9 @@
 #
 #   cpu         wattserve:cpu + wattserve:{torch,onnx,ov,jit}-cpu   (one deps layer, 4 ENV-only images)
 #               + wattserve:compile-cpu (one more layer: inductor's C++ compiler)
+#               + wattserve:llamacpp-cpu (one more layer: llama-cpp-python, compiled in a build stage: the
+#                 first build compiles llama.cpp, minutes; a llama_cpp_python wheel of the pin in
+#                 images/wheels/ or LLAMACPP_WHEELS is used instead)
 #   cuda        wattserve:cuda + wattserve:{torch,onnx,jit,compile}-cuda    (CUDA 13 + cuDNN 9 wheels; ~10 GB)
 #   prometheus  wattserve-prometheus (Debian's prometheus package on the base image)
 #
@@ -58,6 +61,15 @@ if [ "${WHEELS_DIR:-}" != none ]; then
   done
 fi
 [ -z "$TORCH_INDEX_URL" ] || log "CPU torch from $TORCH_INDEX_URL"
+# a llama-cpp-python wheel of the pin built here before (scripts/install-llamacpp.sh keeps them): the
+# llamacpp-build stage then installs it instead of compiling llama.cpp again
+llamacpp_pin="$(sed -n 's/^llama-cpp-python==\([^ #]*\).*/\1/p' requirements-llamacpp.txt | head -n1)"
+for whl in "${LLAMACPP_WHEELS:-$HOME/.cache/wattserve/wheels}"/llama_cpp_python-"$llamacpp_pin"-*.whl; do
+  [ -f "$whl" ] || continue
+  ln -f "$whl" images/wheels/ 2>/dev/null || cp -f "$whl" images/wheels/
+  log "llama-cpp-python from the local wheel $whl"
+  break
+done
 
 if [ -z "${PIP_INDEX:-}" ] && [[ "${PIP_INDEX_URL:-}" == http* ]]; then PIP_INDEX="$PIP_INDEX_URL"; fi
 version="$(git describe --always --dirty --tags 2>/dev/null || echo unknown)"
@@ -82,7 +94,7 @@ t_all=$(date +%s)
 log "base $BASE_IMAGE, source $version"
 if want cpu; then
   build cpu "$WATTSERVE_IMAGE:cpu"
-  for c in torch-cpu onnx-cpu ov-cpu jit-cpu ovgenai-cpu ct2-cpu compile-cpu; do build "$c" "$WATTSERVE_IMAGE:$c"; done
+  for c in torch-cpu onnx-cpu ov-cpu jit-cpu ovgenai-cpu ct2-cpu compile-cpu llamacpp-cpu; do build "$c" "$WATTSERVE_IMAGE:$c"; done
 fi
 if want cuda; then
   build cuda "$WATTSERVE_IMAGE:cuda"

@@ -119,6 +119,9 @@ def main(argv=None) -> int:
         model = resolve(args.model, revision=args.revision, trust_remote_code=args.trust_remote_code, build=False)
         settings = EngineSettings(threads=args.threads, precision=args.precision, cache_dir=cache_root())
         check_serving(engine_class(config.engine), config.provider, args.precision)  # before the load
+        problem = engine_class(config.engine).missing()  # an opt-in engine's library not installed
+        if problem:
+            raise ConfigError(problem)
     except (ConfigError, ModelError, ValueError, CannotListen) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ENGINES = ("torch", "onnx", "ov", "jit", "compile", "ovgenai", "ct2")
+ENGINES = ("torch", "onnx", "ov", "jit", "compile", "ovgenai", "ct2", "llamacpp")
 PROVIDERS = ("cpu", "cuda")
 
 # Pairs that do not exist, with the reason a user is told.
@@ -17,6 +17,9 @@ UNSUPPORTED = {
     "use onnx-cuda, torch-cuda or jit-cuda for NVIDIA GPUs",
     "ovgenai-cuda": "OpenVINO GenAI runs on OpenVINO's devices (CPU, Intel GPU/NPU), not CUDA; "
     "use onnx-cuda, torch-cuda or jit-cuda for NVIDIA GPUs",
+    "llamacpp-cuda": "it needs a CUDA build of llama-cpp-python (llama.cpp compiled with nvcc and the CUDA "
+    "toolkit, made in its image), and this project builds the CPU one only; use llamacpp-cpu, or "
+    "onnx-cuda, torch-cuda or jit-cuda for NVIDIA GPUs",
 }
 
 CONFIGS = tuple(

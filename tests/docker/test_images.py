@@ -99,6 +99,21 @@ def test_compile_image_adds_only_the_compiler(cpu_images):
     assert docker("image", "inspect", "-f", "{{.Config.User}}", image).stdout.strip() == "wattserve"
 
 
+def test_llamacpp_image_adds_one_layer_with_llama_cpp_and_no_compiler(cpu_images):
+    """wattserve:llamacpp-cpu is wattserve:cpu plus one layer: the llama-cpp-python wheel compiled in its own
+    build stage, llama.cpp's converter of the same version and libgomp1; the compiler stays behind."""
+    image = f"{cpu_images['cpu'].rsplit(':', 1)[0]}:llamacpp-cpu"
+    layers = {i: json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", i).stdout)
+              for i in (cpu_images["cpu"], image)}
+    assert layers[image][:-1] == layers[cpu_images["cpu"]] and len(layers[image]) == len(layers[cpu_images["cpu"]]) + 1
+    env = json.loads(docker("image", "inspect", "-f", "{{json .Config.Env}}", image).stdout)
+    assert "WATTSERVE_CONFIG=llamacpp-cpu" in env
+    probe = ("import shutil, sys; from services.inference.engines.llamacpp_engine import llama_cpp_problem; "
+             "p = llama_cpp_problem(); sys.exit(p or ('a C++ compiler reached the image' if shutil.which('g++') else 0))")
+    docker("run", "--rm", "--entrypoint", "python", image, "-c", probe)
+    assert docker("image", "inspect", "-f", "{{.Config.User}}", image).stdout.strip() == "wattserve"
+
+
 def test_image_pins_match_constraints(cpu_images):
     """The image's Python packages are exactly the project's pins (constraints.txt)."""
     frozen = docker("run", "--rm", cpu_images["cpu"], "pip", "freeze", "--all").stdout

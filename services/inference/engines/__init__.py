@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "compile": "services.inference.engines.compile_engine:CompileEngine",
     "ovgenai": "services.inference.engines.ovgenai_engine:OpenVinoGenAIEngine",
     "ct2": "services.inference.engines.ct2_engine:CTranslate2Engine",
+    "llamacpp": "services.inference.engines.llamacpp_engine:LlamaCppEngine",
 }
 
 

@@ -55,12 +55,21 @@ class Engine(abc.ABC):
 
     def __init__(self, model: ModelSpec, config: ServingConfig, settings: EngineSettings):
         precisions.check_serving(type(self), config.provider, settings.precision)
+        problem = self.missing()
+        if problem:
+            raise EngineError(problem)
         self.model = model
         self.config = config
         self.settings = settings
         self.artifact_dir: Path | None = None
         #: what the libraries report about numeric precision after load (engines/precision.py)
         self.precision_settings: dict[str, Any] = {}
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why this engine cannot run on this machine at all (an opt-in library not installed), in one
+        sentence that says how to get it; None: it can. Asked before anything loads."""
+        return None
 
     # -- preparation (export), cached; never timed as inference ---------------------------------
     def artifact_key(self) -> str:
