@@ -36,6 +36,14 @@ def cache_dir(tiny) -> Path:
     return cache_root()
 
 
+def server_env() -> dict[str, str]:
+    """A test server's environment: OpenMP's idle threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE),
+    so the session's servers on a 2-core CI machine do not starve each other and the test's own client
+    while idle. It changes how fast idle threads wake, never what they compute (the same tokens); the
+    bench leaves the engines' policy alone, since it changes the energy they measure."""
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+
+
 class Server:
     """``python -m services.inference`` in a subprocess, on a free loopback port, really over HTTP."""
 
@@ -46,7 +54,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.inference", "--config", config, "--model", model,
              "--port", str(self.port), "--log-level", "warning", *extra],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ},
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=server_env(),
         )
         self.client = httpx.Client(base_url=self.url, timeout=120)
         self.wait_ready(ready_timeout)
