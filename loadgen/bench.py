@@ -56,6 +56,7 @@ def header(s: Settings, runs: int) -> str:
         f"prompts: {s.prompts.name} ({s.prompts.count} prompts, sha256 {s.prompts.sha256[:16]}…)",
         f"windows: idle {s.warmup_s:g} s before, {s.cooldown_s:g} s after; greedy, {limit}"
         + (", ignore_eos" if s.ignore_eos else "") + (", streamed (SSE)" if s.stream else "") + f"; {s.threads} threads; request timeout {s.request_timeout_s:g} s",
+        *([f"left out: {', '.join(f'{c} ({why})' for c, why in s.left_out.items())}"] if s.left_out else []),
         f"results: {s.results}",
         sensors_line(s),
         f"stack:   {'joined: ' + s.stack_note + '; Prometheus scrapes each run' if s.stack else s.stack_note}",

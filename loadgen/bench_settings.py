@@ -101,6 +101,7 @@ class Settings:
     service_url: str | None = None  # runner external: drive this running service
     exporters: dict | None = None   # --exporter: sample these running exporters instead of starting any
     stream: bool = False            # --stream: Locust replays with SSE on /v1/completions
+    left_out: dict | None = None    # opt-in configurations CONFIG's group left out, not installed here: {config: why}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -187,7 +188,7 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
                      probe_docker=None) -> Settings:
     """Check every input; raise :class:`UsageError` before anything is started or written."""
     from services.inference.configs import ConfigError, require_cuda
-    from services.inference.variants import expand_variants
+    from services.inference.variants import expand_variants, left_out_of_groups
     from services.models.resolve import ModelError, resolve
 
     preset_name = pick(args.preset, "PRESET", environ, {}).strip().lower() or None
@@ -197,6 +198,7 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
     get = lambda cli, name: pick(cli, name, environ, preset)  # noqa: E731
     try:
         variants = expand_variants(get(args.config, "CONFIG"), get(args.precision, "PRECISION"))
+        left_out = left_out_of_groups(get(args.config, "CONFIG"))
         configs = [v.label for v in variants]
         if any(v.config.endswith("-cuda") for v in variants):
             require_cuda()
@@ -267,7 +269,7 @@ def resolve_settings(args: argparse.Namespace, environ=os.environ,
                     revision=args.revision, trust_remote_code=args.trust_remote_code,
                     score_isolation=isolation, sensors=sensors,
                     sensors_resolved=resolved, stack=stack, stack_note=stack_note, service_url=service_url,
-                    exporters=exporters, stream=stream)
+                    exporters=exporters, stream=stream, left_out=left_out)
 
 
 def parse_exporters(items: list[str]) -> dict[str, str]:

@@ -76,13 +76,15 @@ def check(spec: StudySpec, spec_path: Path, results: str | None = None, probe_do
     from loadgen.protocol import default_threads
     from loadgen.runners import RunnerError, choose_runner
     from services.inference.configs import ConfigError, require_cuda
-    from services.inference.variants import expand_variants, split
+    from services.inference.variants import expand_variants, left_out_of_groups, split
     from services.models.resolve import ModelError, resolve
 
     try:  # variant labels: onnx-cpu at fp32, onnx-cpu@int8 below it (what a cell's config names)
         configs = [v.label for v in expand_variants(",".join(spec.configs), ",".join(spec.precisions))]
     except ConfigError as exc:
         raise StudyError(f"configs: {exc}") from None
+    for config, why in left_out_of_groups(",".join(spec.configs)).items():
+        print(f"note: configs: {config} left out ({why})", file=sys.stderr)
     if any(split(c)[0].endswith("-cuda") for c in configs):
         try:
             require_cuda()

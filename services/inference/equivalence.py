@@ -19,7 +19,7 @@ from pathlib import Path
 
 from analysis.quantities import agreement, reference_config
 from services.inference.configs import ConfigError, require_cuda
-from services.inference.variants import Variant, expand_variants
+from services.inference.variants import Variant, expand_variants, left_out_of_groups
 
 PAPER_PROMPTS = Path(__file__).resolve().parents[2] / "loadgen" / "prompts" / "paper-prompts.jsonl"
 
@@ -114,6 +114,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         variants = expand_variants(args.configs, args.precision)
+        for config, why in left_out_of_groups(args.configs).items():
+            print(f"note: {config} left out ({why})", file=sys.stderr)
         if any(v.config.endswith("-cuda") for v in variants):
             require_cuda()
     except ConfigError as exc:

@@ -60,9 +60,31 @@ def served_by(precision: str, configs: list[str]) -> list[str]:
     return [c for c in configs if refusal(Variant(c, precision)) is None]
 
 
+GROUPS = ("cpu", "cuda", "all")
+
+
+def not_installed(config: str) -> str | None:
+    """Why ``config``'s engine cannot run here at all (an opt-in library absent: ``Engine.missing``)."""
+    from services.inference.engines import engine_class
+
+    return engine_class(ServingConfig.parse(config).engine).missing()
+
+
+def left_out_of_groups(selection: str) -> dict[str, str]:
+    """{config: why} for the opt-in configurations a group in ``selection`` (cpu, cuda, all) leaves out
+    because their engine is not installed here (named on their own, they are refused with the reason)."""
+    parts = {p.strip().lower() for p in (selection or "").split(",")}
+    out: dict[str, str] = {}
+    for group in GROUPS:
+        if group in parts:
+            out.update({c: why for c in expand(group) if (why := not_installed(c))})
+    return out
+
+
 def expand_variants(selection: str, precisions: str | None = None) -> list[Variant]:
     """A user's CONFIG (names, groups, or labels with ``@precision``) times PRECISION (a comma list,
-    default fp32) → the variants to run, each one checked against its engine. An item with its own
+    default fp32) → the variants to run, each one checked against its engine. A group (cpu, cuda, all)
+    leaves out the opt-in configurations whose engine is not installed (``left_out_of_groups`` says which). An item with its own
     ``@precision`` keeps it; PRECISION applies to the others. A refused pair is a ConfigError naming
     every refused pair and the configurations that do serve the precision."""
     wanted = [p.strip().lower() for p in (precisions or DEFAULT).split(",") if p.strip()] or [DEFAULT]
@@ -73,8 +95,9 @@ def expand_variants(selection: str, precisions: str | None = None) -> list[Varia
             continue
         if SEP in part:
             items = [Variant.parse(part)]
-        else:
-            items = [Variant.parse(f"{c}{SEP}{p}") for c in expand(part) for p in wanted]
+        else:  # a group takes what can run here: an opt-in engine not installed is left out (said by the caller)
+            names = [c for c in expand(part) if part not in GROUPS or not_installed(c) is None]
+            items = [Variant.parse(f"{c}{SEP}{p}") for c in names for p in wanted]
         out.extend(v for v in items if v not in out)
     if not out:
         expand(selection)  # raises the usual "no configuration selected"

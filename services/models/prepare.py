@@ -12,7 +12,7 @@ import sys
 import time
 
 from services.inference.configs import ConfigError, ServingConfig
-from services.inference.variants import expand_variants
+from services.inference.variants import expand_variants, left_out_of_groups
 from services.models.resolve import ModelError, materialize, resolve
 
 
@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         variants = expand_variants(args.config, args.precision)
+        for config, why in left_out_of_groups(args.config).items():
+            print(f"note: {config} left out ({why})", file=sys.stderr)
         model = materialize(resolve(args.model, revision=args.revision,
                                     trust_remote_code=args.trust_remote_code))
     except (ConfigError, ModelError) as exc:

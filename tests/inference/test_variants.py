@@ -48,3 +48,18 @@ def test_provider_refusal_comes_from_the_engine_declaration():
     why = refusal(Variant("torch-cuda", "int8"))
     assert why and "torch-cuda does not serve int8" in why and "CPU only" in why
     assert refusal(Variant("jit-cpu", "bf16")) == "engine 'jit' does not serve precision 'bf16'; it serves: fp32"
+
+
+def test_a_group_leaves_out_an_opt_in_engine_that_is_not_installed(monkeypatch):
+    from services.inference.engines import engine_class
+    from services.inference.variants import left_out_of_groups
+
+    cls = engine_class("llamacpp")
+    monkeypatch.setattr(cls, "missing", classmethod(lambda c: "llama-cpp-python is not installed: make llamacpp"))
+    cpu = [v.label for v in expand_variants("cpu")]
+    assert "llamacpp-cpu" not in cpu and "torch-cpu" in cpu and "ct2-cpu" in cpu
+    assert left_out_of_groups("cpu,onnx-cpu") == {"llamacpp-cpu": "llama-cpp-python is not installed: make llamacpp"}
+    assert [v.label for v in expand_variants("llamacpp-cpu")] == ["llamacpp-cpu"]  # named: kept, refused at start
+    assert left_out_of_groups("llamacpp-cpu") == {}
+    monkeypatch.setattr(cls, "missing", classmethod(lambda c: None))
+    assert "llamacpp-cpu" in [v.label for v in expand_variants("cpu")] and left_out_of_groups("cpu") == {}
