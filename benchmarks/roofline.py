@@ -174,6 +174,22 @@ def write_json(path: Path, report: dict) -> None:
     tmp.replace(path)
 
 
+def print_saved(path: Path) -> int:
+    """The table of a saved run; one that did not complete is summarized from what it recorded, and says so."""
+    try:
+        report = json.loads(path.read_text())
+        if report.get("status") != "complete":
+            report["bandwidth_bytes_per_s"] = bandwidth_of(report["bandwidth"])
+            summarize(report["rows"], report["bandwidth_bytes_per_s"])
+            print(f"INCOMPLETE run (status {report.get('status')!r}): the rows it finished; bandwidth from the "
+                  f"{len(report['bandwidth'])} sample(s) it took")
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {path}: not a roofline report ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    print(table(report))
+    return 0
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     from services.inference.__main__ import default_threads
 
@@ -191,6 +207,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=10, help="bandwidth repeats per kernel (default 10)")
     p.add_argument("--row-timeout", type=float, default=1800,
                    help="seconds one row may take, prepare included (default 1800); then it is a failed row")
+    p.add_argument("--table", type=Path, metavar="JSON", help="print the table of a saved run (one cut short: "
+                                                              "the rows it finished) and exit")
     p.add_argument("--out", type=Path, help="the JSON file (default results/roofline-<model>-<UTC time>.json)")
     return p.parse_args(argv)
 
@@ -201,6 +219,8 @@ def main(argv=None) -> int:
     from services.inference.equivalence import PAPER_PROMPTS, read_prompts
 
     args = parse_args(argv)
+    if args.table:
+        return print_saved(args.table)
     try:
         configs = expand(args.configs)
         gpu = [c for c in configs if not c.endswith("-cpu")]

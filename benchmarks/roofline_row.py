@@ -11,9 +11,10 @@ decode times, the token ids, and the weight bytes the engine streams per token. 
 (EngineError, PrecisionError, ConfigError) answers ``status: refused`` with its reason.
 
 Weight bytes: the loaded model where the engine holds a torch module (torch, compile: ``model_obj``;
-jit: its decode graph), as the unique tensor storages of its ``state_dict`` (a tied embedding / LM
-head counts once; dynamic int8 Linear layers count their packed int8 weights); otherwise the weight
-files of the engine's artifact on disk (ONNX, OpenVINO IR, …). The answer names which.
+jit: its decode graph): the weights one token reads (``streamed_bytes``: a tied embedding / LM head
+once, dynamic int8 Linear layers' packed int8 weights, no buffers, no embedding table that is only
+looked up); otherwise the weight files of the engine's artifact on disk (ONNX, OpenVINO IR,
+CTranslate2, …), an upper bound (its embedding tables included). The answer names which.
 """
 
 from __future__ import annotations
@@ -31,27 +32,48 @@ WEIGHT_SUFFIXES = (".onnx", ".onnx_data", ".data", ".bin", ".safetensors", ".ggu
 MARK = "roofline-row: "
 
 
-def _tensors(value):
-    """The tensors in a state_dict value (dynamic int8 Linear layers keep a (weight, bias) tuple)."""
+def _is_embedding(module) -> bool:
+    """An embedding table (eager, or a TorchScript module made from one): read one row per token."""
     import torch
 
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensors(v)
+    return isinstance(module, torch.nn.Embedding) or getattr(module, "original_name", None) == "Embedding"
 
 
-def tensor_bytes(module) -> int:
-    """Bytes of the distinct tensors in ``module.state_dict()`` (shared storage counted once)."""
-    seen, total = set(), 0
-    for value in module.state_dict().values():
-        for t in _tensors(value):
-            key = (t.data_ptr(), t.numel(), t.dtype)
-            if key not in seen:
-                seen.add(key)
-                total += t.numel() * t.element_size()
-    return total
+def _own_weights(module):
+    """A module's own weights: its parameters, and a dynamic int8 Linear's packed int8 weight and bias
+    (held outside its parameters)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    yield from module.parameters(recurse=False)
+    if isinstance(module, DynamicInt8Linear):
+        yield module.weight()
+        if module.bias() is not None:
+            yield module.bias()
+
+
+def streamed_bytes(module) -> tuple[int, int]:
+    """(bytes of the weights one decoded token reads, bytes of the embedding tables left out).
+
+    Every weight once (a tied embedding / LM head is one tensor), buffers (a causal-mask table, int8
+    scales) left out; an embedding table counts only where a non-embedding layer also reads it whole
+    (a tied LM head): looked up alone it gives one row per token."""
+    seen: set[int] = set()
+    whole: set[int] = set()
+    lookup: dict[int, int] = {}
+    sizes: dict[int, int] = {}
+    alive = []  # int8 weights are unpacked into new tensors: held, so that no address is reused meanwhile
+    for m in module.modules():
+        for t in _own_weights(m):
+            alive.append(t)
+            ptr = t.data_ptr()
+            sizes[ptr] = t.numel() * t.element_size()
+            if _is_embedding(m):
+                lookup[ptr] = sizes[ptr]
+            else:
+                whole.add(ptr)
+            seen.add(ptr)
+    left_out = sum(size for ptr, size in lookup.items() if ptr not in whole)
+    return sum(sizes[ptr] for ptr in seen) - left_out, left_out
 
 
 def weight_bytes(engine) -> tuple[int | None, str]:
@@ -61,12 +83,15 @@ def weight_bytes(engine) -> tuple[int | None, str]:
     for attr in ("model_obj", "decode"):
         module = getattr(engine, attr, None)
         if isinstance(module, torch.nn.Module):  # TorchScript modules are; ORT's and OpenVINO's wrappers are not
-            return tensor_bytes(module), f"loaded model ({type(engine).__name__}.{attr} state_dict)"
+            nbytes, left_out = streamed_bytes(module)
+            return nbytes, (f"loaded model ({type(engine).__name__}.{attr}: its weights, less "
+                            f"{left_out / 1e6:.1f} MB of embedding tables only looked up)")
     folder = getattr(engine, "artifact_dir", None)
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES) if folder else []
     if not files:
         return None, f"unknown: no torch module and no weight file in the artifact ({folder})"
-    return sum(p.stat().st_size for p in files), "artifact on disk (" + ", ".join(p.name for p in files) + ")"
+    return sum(p.stat().st_size for p in files), ("artifact on disk (" + ", ".join(p.name for p in files)
+                                                  + "; embedding tables included: an upper bound)")
 
 
 def run_row(config: str, precision: str, model: str, threads: int, tokens: int, warmup: int,

@@ -13,26 +13,54 @@ from types import SimpleNamespace
 import pytest
 
 from benchmarks import bandwidth, roofline
-from benchmarks.roofline_row import tensor_bytes, weight_bytes
+from benchmarks.roofline_row import streamed_bytes, weight_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_tied_weights_count_once_and_dynamic_int8_layers_count_their_int8_weights():
+def _lm(tied: bool):
+    """An embedding, a Linear layer, an LM head (tied to the embedding or not) and a causal-mask buffer."""
     import torch
     from torch import nn
 
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.fc, self.head = nn.Embedding(100, 16), nn.Linear(16, 16), nn.Linear(16, 100, bias=False)
+            if tied:
+                self.head.weight = self.wte.weight
+            self.register_buffer("mask", torch.ones(64, 64, dtype=torch.bool))  # not a weight: never counted
+
+        def forward(self, ids):
+            return self.head(self.fc(self.wte(ids)))
+
+    return LM().eval()
+
+
+def test_a_tied_head_reads_the_embedding_whole_and_an_untied_embedding_is_left_out():
+    fc = 16 * 16 * 4 + 16 * 4
+    assert streamed_bytes(_lm(tied=True)) == (100 * 16 * 4 + fc, 0)
+    assert streamed_bytes(_lm(tied=False)) == (100 * 16 * 4 + fc, 100 * 16 * 4)  # the head's own copy is read
+
+
+def test_dynamic_int8_layers_count_their_int8_weights_and_the_float_embedding_is_only_looked_up():
     from services.inference.engines.lower_precision import torch_int8_dynamic
 
-    tied = nn.Sequential(nn.Embedding(100, 16), nn.Linear(16, 100, bias=False))
-    tied[1].weight = tied[0].weight  # an LM head tied to the embedding, as GPTBigCode's
-    assert tensor_bytes(tied) == 100 * 16 * 4
-    quantized = torch_int8_dynamic(nn.Sequential(nn.Linear(64, 32)))
-    # int8 weight (1 byte each) + fp32 bias, + the layer's scale (fp32) and zero point (int64) buffers
-    assert tensor_bytes(quantized) == 64 * 32 + 32 * 4 + 4 + 8
-    engine = SimpleNamespace(model_obj=tied, artifact_dir=None)
-    assert weight_bytes(engine) == (100 * 16 * 4, "loaded model (SimpleNamespace.model_obj state_dict)")
-    assert torch.is_tensor(tied[0].weight)
+    quantized = torch_int8_dynamic(_lm(tied=True))
+    # head: int8 copy of the tied table (1 byte each); fc: int8 weight + fp32 bias; the fp32 embedding is
+    # now read by no Linear layer: left out
+    assert streamed_bytes(quantized) == (100 * 16 + 16 * 16 + 16 * 4, 100 * 16 * 4)
+    source = weight_bytes(SimpleNamespace(model_obj=quantized))[1]
+    assert source == "loaded model (SimpleNamespace.model_obj: its weights, less 0.0 MB of embedding tables only looked up)"
+
+
+def test_a_torchscript_graph_counts_as_the_eager_model_it_was_traced_from():
+    import torch
+
+    model = _lm(tied=True)
+    traced = torch.jit.trace(model, torch.tensor([[1, 2, 3]]))
+    assert streamed_bytes(traced) == streamed_bytes(model)
+    assert weight_bytes(SimpleNamespace(model_obj=None, decode=traced))[0] == streamed_bytes(model)[0]
 
 
 def test_an_artifact_counts_its_weight_files_only_and_none_is_unknown_not_zero(tmp_path):
@@ -40,7 +68,7 @@ def test_an_artifact_counts_its_weight_files_only_and_none_is_unknown_not_zero(t
     (tmp_path / "openvino_model.xml").write_bytes(b"\0" * 300)   # the graph: not streamed per token
     (tmp_path / "tokenizer.json").write_bytes(b"\0" * 50)
     nbytes, source = weight_bytes(SimpleNamespace(artifact_dir=tmp_path))
-    assert nbytes == 1000 and source == "artifact on disk (openvino_model.bin)"
+    assert nbytes == 1000 and source.startswith("artifact on disk (openvino_model.bin;")
     empty = tmp_path / "empty"
     empty.mkdir()
     nbytes, source = weight_bytes(SimpleNamespace(artifact_dir=empty))
@@ -149,10 +177,34 @@ def test_a_real_run_on_tiny_lists_every_row_and_its_roofline_is_bandwidth_over_b
         assert r["share_of_roofline"] == pytest.approx(r["decode_tokens_per_s"] / r["roofline_tokens_per_s"])
         assert f"| {key[0]} | fp32 | ok | {r['weight_bytes'] / 1e6:.1f} |" in proc.stdout
         assert r["agreement_own_fp32"]["exact"] == 2
-    # the torch model's weights are the checkpoint's (safetensors: the same tensors plus a small header)
+    # the torch model's weights are the checkpoint's (safetensors: the same tensors plus a small header),
+    # less the position table, which is only looked up
     from services.models.resolve import materialize
 
-    checkpoint = (Path(materialize(tiny).load_source) / "model.safetensors").stat().st_size
-    assert rows[("torch-cpu", "fp32")]["weight_bytes"] == pytest.approx(checkpoint, rel=0.01)
-    assert rows[("onnx-cpu", "fp32")]["weight_bytes_source"] == "artifact on disk (model.onnx)"
+    folder = Path(materialize(tiny).load_source)
+    config = json.loads((folder / "config.json").read_text())
+    positions = config["n_positions"] * config["n_embd"] * 4
+    checkpoint = (folder / "model.safetensors").stat().st_size
+    assert rows[("torch-cpu", "fp32")]["weight_bytes"] == pytest.approx(checkpoint - positions, rel=0.01)
+    assert rows[("onnx-cpu", "fp32")]["weight_bytes_source"].startswith("artifact on disk (model.onnx;")
     assert rows[("onnx-cpu", "fp32")]["agreement_torch_fp32"]["exact"] == 2  # onnx fp32 = torch fp32 on tiny
+
+
+def test_a_run_cut_short_still_prints_the_rows_it_finished_and_says_so(tmp_path, capsys):
+    kernels = {k: {"best_gb_s": 2e-6, "median_gb_s": 1e-6} for k in ("copy", "triad")}  # 2000 B/s
+    saved = {"status": "running", "model": "m", "prompts": 1, "tokens": 4, "threads": 1,
+             "bandwidth": [{"array_bytes": 2**28, "repeats": 1, "llc_bytes": 2**25, "arrays_exceed_llc": True,
+                            "load_average": 0.5, "kernels": kernels}],
+             "rows": [{"config": "torch-cpu", "precision": "fp32", "status": "ok", "weight_bytes": 100,
+                       "requests": [_request([1, 2, 3, 4], 0.3)]},
+                      {"config": "onnx-cpu", "precision": "fp32", "status": "planned"}]}
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(saved))
+    assert roofline.main(["--table", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("INCOMPLETE run (status 'running')")
+    assert "| torch-cpu | fp32 | ok | 0.0 | - | 10.0 | 20.0 | 50 | 1/1 | 4.0 | 1/1 | 4.0 |" in out
+    assert "| onnx-cpu | fp32 | planned |" in out
+    path.write_text("{}")
+    assert roofline.main(["--table", str(path)]) == 2
+    assert "not a roofline report" in capsys.readouterr().err
