@@ -29,7 +29,7 @@ work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 log() { echo "[install-llamacpp] $*" >&2; }
 
 log "llama-cpp-python $version: fetching its sdist (the converter comes from it)"
-"$py" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$version" -d "$work"
+"$py" -m pip download --quiet --no-deps --no-binary llama-cpp-python "llama-cpp-python==$version" -d "$work"
 sdist="$(ls "$work"/llama_cpp_python-"$version".tar.gz)"
 wheel="$(ls "$wheels"/llama_cpp_python-"$version"-*.whl 2>/dev/null | head -n1 || true)"
 if [ -n "$wheel" ]; then

@@ -7,7 +7,7 @@
 #               + wattserve:compile-cpu (one more layer: inductor's C++ compiler)
 #               + wattserve:llamacpp-cpu (one more layer: llama-cpp-python, compiled in a build stage: the
 #                 first build compiles llama.cpp, minutes; a llama_cpp_python wheel of the pin in
-#                 images/wheels/ or LLAMACPP_WHEELS is used instead)
+#                 LLAMACPP_WHEELS (default ~/.cache/wattserve/wheels) is used instead)
 #   cuda        wattserve:cuda + wattserve:{torch,onnx,jit,compile}-cuda    (CUDA 13 + cuDNN 9 wheels; ~10 GB)
 #   prometheus  wattserve-prometheus (Debian's prometheus package on the base image)
 #
@@ -64,9 +64,11 @@ fi
 # a llama-cpp-python wheel of the pin built here before (scripts/install-llamacpp.sh keeps them): the
 # llamacpp-build stage then installs it instead of compiling llama.cpp again
 llamacpp_pin="$(sed -n 's/^llama-cpp-python==\([^ #]*\).*/\1/p' requirements-llamacpp.txt | head -n1)"
+# (its own folder: the shared deps layer, which mounts images/wheels, must not depend on it)
+rm -f images/wheels-llamacpp/*.whl
 for whl in "${LLAMACPP_WHEELS:-$HOME/.cache/wattserve/wheels}"/llama_cpp_python-"$llamacpp_pin"-*.whl; do
   [ -f "$whl" ] || continue
-  ln -f "$whl" images/wheels/ 2>/dev/null || cp -f "$whl" images/wheels/
+  ln -f "$whl" images/wheels-llamacpp/ 2>/dev/null || cp -f "$whl" images/wheels-llamacpp/
   log "llama-cpp-python from the local wheel $whl"
   break
 done
@@ -106,7 +108,7 @@ if want prometheus; then
     --progress "$progress" --build-arg "BASE_IMAGE=$BASE_IMAGE" images/prometheus >&2
   log "${WATTSERVE_PROMETHEUS_IMAGE:-wattserve-prometheus} built in $(( $(date +%s) - t0 ))s"
 fi
-rm -f images/wheels/*.whl
+rm -f images/wheels/*.whl images/wheels-llamacpp/*.whl
 # earlier builds of these tags, now untagged
 "$DOCKER" image prune -f --filter "label=org.opencontainers.image.title=wattserve" >/dev/null || true
 log "done in $(( $(date +%s) - t_all ))s"

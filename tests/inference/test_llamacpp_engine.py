@@ -82,8 +82,13 @@ def test_a_missing_or_mismatched_converter_is_named(tmp_path):
     assert converter_problem(tmp_path, "0.3.36") is None
 
 
-def test_fp32_only():
-    assert LlamaCppEngine.precisions == ("fp32",)
+def test_precisions_are_the_converters_outtypes():
+    from services.inference.engines.llamacpp_convert import OUTTYPES
+    from services.inference.engines.llamacpp_engine import KV_TYPES
+
+    assert LlamaCppEngine.precisions == ("fp32", "fp16", "int8")
+    assert {p: OUTTYPES[p] for p in LlamaCppEngine.precisions} == {"fp32": "f32", "fp16": "f16", "int8": "q8_0"}
+    assert set(KV_TYPES) == set(LlamaCppEngine.precisions)
 
 
 # ------------------------------------------------------------------ with llama-cpp-python installed
@@ -162,3 +167,19 @@ def test_streamer_and_should_stop(engine):
     out = engine.generate([1, 2, 3], 10, 10, streamer=Streamer(), should_stop=lambda: len(heard) >= 4)
     assert heard[0] == [1, 2, 3] and heard[-1] == "end"
     assert [h[0] for h in heard[1:-1]] == out and len(out) == 3  # stopped after the third new token
+
+
+@needs_llamacpp
+@pytest.mark.slow  # a conversion and a verification of its own: ~1 min here
+def test_int8_is_a_q8_0_gguf_with_its_agreement_recorded(tiny, engine, tmp_path):
+    int8 = LlamaCppEngine(tiny, ServingConfig.parse("llamacpp-cpu"),
+                          EngineSettings(threads=2, precision="int8", cache_dir=tmp_path))
+    int8.load()
+    assert int8.artifact_dir != engine.artifact_dir
+    info = int8.describe()
+    assert info["gguf"]["outtype"] == "q8_0" and info["precision_settings"]["llamacpp.kv_cache_type"] == "F32"
+    assert info["gguf"]["bytes"] < engine.describe()["gguf"]["bytes"] / 2  # 8.5 bits a weight, not 32
+    v = info["verification"]
+    assert v["reference"] == "torch-cpu fp32" and 0 <= v["exact"] <= v["cases"] == 6
+    assert info["verified"] or "q8_0 weights" in v["reason"]
+    assert len(int8.generate([5, 6, 7], 8, 8)) == 8

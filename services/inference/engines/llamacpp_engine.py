@@ -40,8 +40,9 @@ VERIFY_FILE = "llamacpp-verify.json"
 PIN = "llama-cpp-python==0.3.36"  # scripts/install-llamacpp.sh and requirements-llamacpp.txt say the same
 HOW_TO_GET_IT = ("`make llamacpp` builds it from source into .venv with llama.cpp's GGUF converter "
                  "(CMake and a C++ compiler; see README, llama.cpp), or use the wattserve:llamacpp-cpu image")
-#: llama.cpp's KV cache precision per precision (GGML type names; values from llama_cpp.GGML_TYPE_*)
-KV_TYPES = {"fp32": "F32"}
+#: llama.cpp's KV cache precision per precision (GGML type names; values from llama_cpp.GGML_TYPE_*): fp16 as
+#: llama.cpp's own default, int8 (q8_0 weights) keeps f32 so that only the weights change, as ov/onnx int8 do
+KV_TYPES = {"fp32": "F32", "fp16": "F16", "int8": "F32"}
 #: tokens per decode call (llama.cpp's default): a prompt up to this long is prefilled in one call
 PREFILL_BATCH = 512
 
@@ -61,7 +62,9 @@ def llama_cpp_problem() -> str | None:
 class LlamaCppEngine(Engine):
     name = "llamacpp"
     kv_cache = True
-    precisions = ("fp32",)
+    #: the converter's outtypes: f32, f16, q8_0 (int8 weights in blocks of 32 with an f16 scale; llama.cpp's
+    #: q8_0 matmuls quantize their activations to q8_0 as well, which no flag turns off)
+    precisions = ("fp32", "fp16", "int8")
 
     @classmethod
     def missing(cls) -> str | None:
@@ -121,8 +124,8 @@ class LlamaCppEngine(Engine):
             **compare_cases(cases, expected, got, "llama.cpp's greedy ids"),
         }
         if not verdict["verified"]:
-            verdict["reason"] += (": its CPU kernels are not torch's (f32 GELU through a 16-bit table, its own "
-                                  "matmul accumulation order)")
+            verdict["reason"] += (f": {OUTTYPES[self.settings.precision]} weights, and CPU kernels that are not "
+                                  "torch's (f32 GELU through a 16-bit table, its own matmul accumulation order)")
         progress("llamacpp: " + ("verified: the same ids as torch" if verdict["verified"] else verdict["reason"]))
         write_json_atomic(out / VERIFY_FILE, verdict)
 
