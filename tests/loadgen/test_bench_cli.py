@@ -10,6 +10,7 @@ from loadgen.bench import header, schedule
 from loadgen.bench_settings import PRESETS, parser, resolve_settings
 from loadgen.runners import RunnerError, choose_runner
 from services.inference.configs import CPU_CONFIGS
+from services.inference.variants import not_installed
 from tests.loadgen.conftest import run_bench
 
 
@@ -119,7 +120,7 @@ def test_defaults_env_preset_and_command_line_precedence():
     no_docker = lambda: (False, "no docker here")  # noqa: E731
     s = resolve_settings(args(), environ={}, probe_docker=no_docker)
     assert (s.configs, s.model, s.reps, s.warmup_s, s.cooldown_s, s.prompts.name, str(s.results)) == (
-        list(CPU_CONFIGS), "tiny", 1, 5.0, 5.0, "paper", str(Path("results").resolve()))
+        [c for c in CPU_CONFIGS if not_installed(c) is None], "tiny", 1, 5.0, 5.0, "paper", str(Path("results").resolve()))
     assert s.runner == "native" and "no docker here" in s.runner_reason
     s = resolve_settings(args("--preset", "paper"), environ={}, probe_docker=no_docker)
     assert (s.warmup_s, s.cooldown_s, s.reps) == (300.0, 300.0, 10) == tuple(
