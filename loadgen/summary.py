@@ -49,10 +49,12 @@ def energy_cell(manifest: dict) -> str:
     sensors = manifest.get("sensors") or []
     if not sensors:
         return "n/a (no sensor)"
-    if not any(s.get("available") for s in sensors):
-        return "n/a (sensors unavailable)"
     energy = (manifest.get("summary") or {}).get("energy") or {}
     joules = energy.get("energy_global_j") if isinstance(energy, dict) else None
+    # a sensor that missed a scrape is marked unavailable, yet its other samples still give the window's
+    # energy: shown, marked incomplete, rather than hidden as n/a
+    if not isinstance(joules, (int, float)) and not any(s.get("available") for s in sensors):
+        return "n/a (sensors unavailable)"
     if not isinstance(joules, (int, float)):
         missing = [f.split(":", 1)[1] for f in energy.get("flags") or [] if f.startswith("missing:")] \
             if isinstance(energy, dict) else []

@@ -80,3 +80,16 @@ def test_no_section_without_a_lower_precision_and_a_warning_without_its_fp32():
     sec = precision_section(alone)
     warned = [p for p in sec.parts if getattr(p, "kind", "") == "warning"]
     assert warned and "run onnx-cpu too" in warned[0].items[0]
+
+
+def test_the_bench_table_shows_energy_a_sensor_that_missed_a_scrape_still_gave():
+    """Seen on a loaded host: one missed scrape marks the estimate unavailable, but the window's energy is
+    computed from its other samples (incomplete): the cell shows it, marked, instead of n/a."""
+    from loadgen.summary import energy_cell
+
+    energy = {"energy_global_j": 1338.37, "energy_global_parts": "cpu", "energy_cpu_source": "estimate",
+              "energy_global_estimated": True, "energy_global_complete": False}
+    m = {"sensors": [{"name": "estimate", "available": False}], "summary": {"energy": energy}}
+    assert energy_cell(m) == "1338.4 J (ESTIMATED; cpu: estimate, incomplete)"
+    m["summary"]["energy"] = {"energy_global_j": None, "flags": []}
+    assert energy_cell(m) == "n/a (sensors unavailable)"
