@@ -88,18 +88,20 @@ def model_table(rows: pd.DataFrame) -> pd.DataFrame:
     for _, r in rows.iterrows():
         out.append({
             "configuration": r["config"],
+            "against": r["fp32"],
             "runs (fp32 runs)": f"{r['runs']} ({r['fp32_runs']})",
             "global energy [J]": _energy_cell(r["energy_j"], r["energy_kind"]),
             "at fp32 [J]": _energy_cell(r["fp32_energy_j"], r["fp32_energy_kind"]) if r["fp32_runs"] else "no fp32 run",
             "energy change": r["energy_change"],
             "time [s]": fmt(r["time_s"], "time_s"), "time change": r["time_change"],
             "tokens/s (at fp32)": f"{fmt(r['tokens_per_s'])} ({fmt(r['fp32_tokens_per_s'])})",
-            f"same tokens as {r['fp32']}": _pct(r["match_fp32"]),
-            f"same tokens as {r['torch']}": _pct(r["match_torch"]),
+            "same tokens as at fp32": _pct(r["match_fp32"]),
+            "same tokens as torch fp32": _pct(r["match_torch"]) + (f" ({r['torch']})" if np.isfinite(r["match_torch"])
+                                                                   else f" (no {r['torch']} run)"),
             **({"pass@1 (change, points)": f"{fmt(r['pass_at_1'], 'pass_at_1')} ({r['pass_change_pts']:+.1f})"}
                if np.isfinite(r["pass_at_1"]) and np.isfinite(r["pass_change_pts"]) else {}),
         })
-    return pd.DataFrame(out)
+    return pd.DataFrame(out).fillna("")  # a column only some rows have (pass@1) is blank, never "nan"
 
 
 def sentence(r) -> str:

@@ -73,6 +73,19 @@ def test_the_precision_table_compares_medians_and_refuses_measured_against_estim
     assert "onnx-cpu@int8" in text and "45.5 % less global energy (estimated)" in text
 
 
+def test_one_table_per_model_has_the_same_columns_for_every_configuration():
+    """Two engines' variants in one model's table: every cell filled (seen: per-reference column names left
+    'nan' in the other rows)."""
+    from analysis.report_precision import model_table
+
+    two = pd.concat([_runs(), _runs(config=["ov-cpu", "ov-cpu", "ov-cpu@int8", "ov-cpu@int8"])], ignore_index=True)
+    table = model_table(summarize(two))
+    assert list(table["configuration"]) == ["onnx-cpu@int8", "ov-cpu@int8"] and list(table["against"]) == [
+        "onnx-cpu", "ov-cpu"]
+    assert "nan" not in table.to_string() and list(table["same tokens as at fp32"]) == ["62.5 %", "62.5 %"]
+    assert all(cell.endswith("(torch-cpu)") for cell in table["same tokens as torch fp32"])
+
+
 def test_no_section_without_a_lower_precision_and_a_warning_without_its_fp32():
     fp32_only = _runs(config=["onnx-cpu"] * 4)
     assert precision_section(fp32_only) is None
