@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from services.inference.engines.base import Engine, EngineError, eos_ids, write_json_atomic
-from services.inference.engines.verification import compare_cases, torch_reference
+from services.inference.engines.verification import compare_cases, read_verdict, torch_reference
 
 #: bump when the artifact or the verification changes meaning: old artifacts are then rebuilt
 FORMAT_VERSION = 1
@@ -113,16 +113,8 @@ class CTranslate2Engine(Engine):
         write_json_atomic(out / VERIFY_FILE, verdict)
 
     def read_verdict(self) -> dict[str, Any]:
-        path = self.artifact_path() / VERIFY_FILE
-        try:
-            verdict = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise EngineError(f"ct2 verification {path} is unreadable ({exc}); "
-                              f"delete {path.parent} to convert and verify again") from exc
-        if verdict.get("model") != self.model.identity or verdict.get("format") != FORMAT_VERSION:
-            raise EngineError(f"ct2 verification {path} is for another model or format; "
-                              f"delete {path.parent} to convert and verify again")
-        return verdict
+        return read_verdict(self.artifact_path() / VERIFY_FILE, "ct2 verification", self.model.identity, FORMAT_VERSION,
+                            "convert and verify again")
 
     # -- serving ----------------------------------------------------------------------------------
     def _check_device(self) -> None:

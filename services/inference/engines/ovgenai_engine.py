@@ -16,14 +16,13 @@ the IR's key in the cache (``ovgenai-verify.json``).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from services.inference.engines.base import Engine, EngineError, eos_ids, write_json_atomic
 from services.inference.engines.ov_engine import OpenVinoEngine
-from services.inference.engines.verification import compare_cases, torch_reference
+from services.inference.engines.verification import compare_cases, read_verdict, torch_reference
 
 #: bump when the verification changes meaning: old verdicts are then redone
 FORMAT_VERSION = 1
@@ -134,16 +133,8 @@ class OpenVinoGenAIEngine(Engine):
         write_json_atomic(out / VERIFY_FILE, verdict)
 
     def read_verdict(self) -> dict[str, Any]:
-        path = self.artifact_path() / VERIFY_FILE
-        try:
-            verdict = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise EngineError(f"ovgenai verification {path} is unreadable ({exc}); "
-                              f"delete {path.parent} to verify again") from exc
-        if verdict.get("model") != self.model.identity or verdict.get("format") != FORMAT_VERSION:
-            raise EngineError(f"ovgenai verification {path} is for another model or format; "
-                              f"delete {path.parent} to verify again")
-        return verdict
+        return read_verdict(self.artifact_path() / VERIFY_FILE, "ovgenai verification", self.model.identity, FORMAT_VERSION,
+                            "verify again")
 
     # -- serving ----------------------------------------------------------------------------------
     def load(self) -> None:

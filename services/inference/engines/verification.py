@@ -8,6 +8,9 @@ and ignoring EOS.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 #: verification: a one-token prompt, a short and a long one; each run normally and ignoring EOS
 VERIFY_PROMPTS = (
     "def",
@@ -70,4 +73,18 @@ def compare_cases(cases: list[dict], expected: list[list[int]], got: list[list[i
         m = mismatches[0]
         verdict["reason"] = (f"{what} differ from torch's in {len(mismatches)}/{len(cases)} cases (first: "
                              f"{m['prompt_tokens']}-token prompt, at new token {m['first_difference_at']})")
+    return verdict
+
+
+def read_verdict(path: Path, what: str, identity: str, format_version: int, again: str) -> dict:
+    """A prepared artifact's verification record, checked to be this model's and this format's. An
+    unreadable or foreign one is an EngineError that says which folder to delete to ``again``."""
+    from services.inference.engines.base import EngineError
+
+    try:
+        verdict = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"{what} {path} is unreadable ({exc}); delete {Path(path).parent} to {again}") from exc
+    if verdict.get("model") != identity or verdict.get("format") != format_version:
+        raise EngineError(f"{what} {path} is for another model or format; delete {Path(path).parent} to {again}")
     return verdict
