@@ -15,7 +15,7 @@ from pathlib import Path
 
 from analysis.quantities import agreement as agreement_of
 from analysis.quantities import fp32_config, reference_config
-from services.inference.variants import label as variant_label
+from analysis.catalog import variant_label
 from loadgen.runfolder import MANIFEST, REQUESTS, read_requests
 
 COLUMNS = ("run", "config", "model", "status", "requests ok/total", "inference s", "median latency s",
