@@ -9,22 +9,22 @@ only once it no longer ends in an incomplete character (U+FFFD).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 REPLACEMENT = "\ufffd"  # what a decoder yields for an incomplete UTF-8 sequence
 
 
 class IncrementalDetokenizer:
-    """``push(token_id) -> piece`` (possibly ""), ``flush() -> rest``; ``text`` is everything emitted."""
+    """``push(token_id) -> piece`` (possibly ""), ``flush() -> rest``; ``text`` is everything emitted.
+    ``decode`` is the whole-text decode (ids -> text, special tokens skipped: the service's
+    ``decode``), so the pieces add up to it."""
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, decode: Callable[[list[int]], str]):
+        self._decode = decode
         self.ids: list[int] = []
         self.prefix = 0  # ids[prefix:read]: already emitted, decoded again as context
         self.read = 0
         self.text = ""
-
-    def _decode(self, ids: list[int]) -> str:
-        # the same call as the whole-text decode, so the pieces add up to it
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def push(self, token_id: int) -> str:
         self.ids.append(int(token_id))

@@ -90,7 +90,7 @@ class GenerationJob:
         else:
             reason = "length"
         return Generation(
-            text=watcher.text if watcher.stops else service.tokenizer.decode(out, skip_special_tokens=True),
+            text=watcher.text if watcher.stops else service.decode(out),
             token_ids=out,
             prompt_tokens=len(self.ids),
             completion_tokens=len(out),

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from services.inference.configs import ServingConfig
-from services.inference.encode import prompt_encoder
+from services.inference.tokens import prompt_encoder, text_decoder
 from services.inference.engines import Engine, EngineSettings, engine_class
 from services.inference.generation import Generation, GenerationJob, InvalidRequest
 from services.inference.schemas import DEFAULT_MAX_LENGTH
@@ -95,8 +95,10 @@ class InferenceService:
         self.engine: Engine | None = None
         self._gpu_uuids: list[str] | None = None
         self.http_server: dict | None = None  # what serves it over HTTP (set by __main__; None in-process)
-        # prompt -> token ids; load() swaps in the cheapest encoder equal to this (services/inference/encode.py)
+        # prompt -> token ids and generated ids -> text; load() swaps in the cheapest calls equal to these
+        # (services/inference/tokens.py)
         self.encode = lambda text: self.tokenizer(text)["input_ids"]
+        self.decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # -- start-up ---------------------------------------------------------------------------------
     def load(self) -> None:
@@ -121,8 +123,11 @@ class InferenceService:
             t_load = time.time()
             self.engine.load()
             self.load_seconds = time.time() - t_load
-            # the workload's prompts, as every request's, through the cheapest encoder equal to __call__
-            self.encode = prompt_encoder(self.tokenizer, [WARMUP_PROMPT, *workload_texts(self.warmup_prompts)])
+            # the workload's prompts, as every request's, through the cheapest encoder equal to __call__; the
+            # generated text through the cheapest decoder equal to decode
+            texts = [WARMUP_PROMPT, *workload_texts(self.warmup_prompts)]
+            self.encode = prompt_encoder(self.tokenizer, texts)
+            self.decode = text_decoder(self.tokenizer, texts)
             self.warm_up(warmup_shapes(self.encode, self.warmup_prompts))
         except Exception as exc:
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -213,7 +218,7 @@ class InferenceService:
         if not ids:
             raise InvalidRequest("prompt tokenizes to no tokens", "prompt")
         new = self.limits(len(ids), max_new_tokens, max_length)
-        watcher = GenerationWatcher(self.tokenizer, stop, on_text=on_text, limit=new, eos_ids=self.eos_ids,
+        watcher = GenerationWatcher(self.decode, stop, on_text=on_text, limit=new, eos_ids=self.eos_ids,
                                     ignore_eos=ignore_eos)
         return GenerationJob(self, ids, new, ignore_eos, watcher)
 

@@ -45,9 +45,11 @@ class GenerationWatcher:
     """A transformers-style streamer for one generation. ``on_text`` (if given) receives each piece of
     text as soon as it is certain (stop strings cut, the holdback released at the end), and exactly one
     call with the finish reason: the last token's (its piece may be empty, as an end-of-sequence's is).
-    ``limit`` (new tokens at most) and ``eos_ids`` let it recognise the last token as it arrives."""
+    ``limit`` (new tokens at most) and ``eos_ids`` let it recognise the last token as it arrives;
+    ``decode`` (the service's ids -> text) is needed only for stop strings or ``on_text``."""
 
-    def __init__(self, tokenizer=None, stops: list[str] | None = None, on_text: TextListener | None = None,
+    def __init__(self, decode: Callable[[list[int]], str] | None = None, stops: list[str] | None = None,
+                 on_text: TextListener | None = None,
                  limit: int | None = None, eos_ids: set[int] | frozenset[int] = frozenset(),
                  ignore_eos: bool = False):
         self.stops = [s for s in (stops or []) if s]
@@ -56,7 +58,7 @@ class GenerationWatcher:
         self.tokens = 0  # new tokens heard
         self.last_token: int | None = None
         self.finish: str | None = None  # set once the last token has been heard (or at end())
-        self.detok = IncrementalDetokenizer(tokenizer) if (self.stops or on_text) and tokenizer else None
+        self.detok = IncrementalDetokenizer(decode) if (self.stops or on_text) and decode else None
         self.puts = 0
         self.first_token_at: float | None = None  # epoch s, the service's clock
         self.last_token_at: float | None = None  # the latest new token's time (the last one's, once ended)

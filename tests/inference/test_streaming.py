@@ -196,6 +196,7 @@ def test_chat_streams_where_the_tokenizer_has_a_template(tiny, tmp_path):
 def test_the_watcher_tags_the_last_token_as_it_arrives(tiny, stops, limit, eos_at, finish):
     from transformers import AutoTokenizer
 
+    from services.inference.tokens import text_decoder
     from services.inference.watcher import GenerationWatcher
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.load_source)
@@ -205,7 +206,8 @@ def test_the_watcher_tags_the_last_token_as_it_arrives(tiny, stops, limit, eos_a
     if eos_at is not None:
         ids = ids[:eos_at - 1] + [eos] + ids[eos_at:]
     heard: list[tuple[str, str | None]] = []
-    watcher = GenerationWatcher(tokenizer, stops, on_text=lambda piece, f: heard.append((piece, f)), limit=limit,
+    decode = text_decoder(tokenizer)
+    watcher = GenerationWatcher(decode, stops, on_text=lambda piece, f: heard.append((piece, f)), limit=limit,
                                 eos_ids={eos})
     watcher.put([1, 2, 3])  # the prompt
     for n, token in enumerate(ids, 1):
