@@ -81,7 +81,9 @@ def start_targets(model: str, configs: list[str], args) -> list[Target]:
             targets.append(Target(model, config, label or "this", ServiceProcess(config, model, args.threads, root,
                                                                                 log=log, without=without)))
     if args.floor:  # the same client against no service at all: the part of the overhead no service removes
-        targets.append(Target(model, "http floor", "floor", FloorProcess(args.tokens)))
+        for hold_on in (None, "loop", "thread"):
+            floor = FloorProcess(args.tokens, hold_on=hold_on)
+            targets.append(Target(model, floor.config, "floor", floor))
     for t in targets:
         print(f"… {model} {t.config} ({t.label}): waiting for /ready", file=sys.stderr, flush=True)
         t.ready_s = t.service.wait_ready(args.ready_timeout)
@@ -92,9 +94,20 @@ def start_targets(model: str, configs: list[str], args) -> list[Target]:
 
 
 def measure(targets: list[Target], prompts: list[str], args) -> None:
-    for t in targets:  # one untimed request each: first-request costs paid
+    engine = []
+    for t in targets:  # untimed requests first: first-request costs paid
         t.client.reconnect()
-        (t.client.stream if args.stream else t.client.generate)(prompts[0], args.tokens)
+        for p in prompts[:1 if isinstance(t.service, FloorProcess) else 3]:
+            timing = (t.client.stream if args.stream else t.client.generate)(p, args.tokens)
+            if not isinstance(t.service, FloorProcess) and timing.engine_s:
+                engine.append(timing.engine_s)
+    held = [t.service for t in targets if isinstance(t.service, FloorProcess) and t.service.hold_on]
+    if held and engine:  # the held floors wait as long as the services' engines take
+        hold = statistics.median(engine)
+        print(f"… the held floors wait {hold * 1e3:.1f} ms per answer (the services' engine median)",
+              file=sys.stderr, flush=True)
+        for floor in held:
+            floor.hold(hold)
     for r in range(args.rounds):
         order = targets[r % len(targets):] + targets[:r % len(targets)]
         for t in order:
@@ -123,7 +136,8 @@ def rows_for(targets: list[Target]) -> list[tuple]:
                      quantile([x.client_s for x in timings], 0.5), quantile([x.client_s for x in timings], 0.9),
                      quantile(over, 0.5), quantile(over, 0.25), quantile(over, 0.75), spread(per_round),
                      quantile([x.ttft_s for x in timings if x.ttft_s is not None], 0.5),
-                     tokens / sum(engine) if engine and sum(engine) > 0 else None, rss / 2**20, len(over)))
+                     tokens / sum(engine) if engine and sum(engine) > 0 and not isinstance(t.service, FloorProcess)
+                     else None, rss / 2**20, len(over)))
     return rows
 
 
@@ -145,8 +159,11 @@ def print_table(rows: list[tuple], args, load: tuple[float, float]) -> None:
           "request; IQR = its 25th–75th percentile; rounds' p50 range = the lowest and highest per-round median. "
           "TTFT: send to first token (non-streamed: the service's first_token_at; streamed: the first chunk)."
           + (" http floor: a bare ASGI app on the same uvicorn stack answering at once (benchmarks/serving_floor.py): "
-             "its overhead is the client's, the loopback's and uvicorn's, which no service removes." if args.floor
-             else ""))
+             "its overhead is the client's, the loopback's and uvicorn's, which no service removes; held on a loop / "
+             "on a thread: the same app waiting the services' engine median before it answers, on its event loop "
+             "(the least any server does while its engine works) or on one worker thread (a service that keeps its "
+             "event loop free while it generates), its wait counted as engine time: what waiting itself costs a "
+             "request on this machine." if args.floor else ""))
 
 
 def main() -> int:
@@ -173,8 +190,9 @@ def main() -> int:
                    help="stdlib: http.client, keep-alive (default); raw: the request's bytes on a bare socket, the "
                         "answer read by Content-Length (non-streamed only): what the standard library's client adds")
     p.add_argument("--floor", action="store_true",
-                   help="add a row for a bare ASGI app on the same HTTP stack (no service; non-streamed only), "
-                        "timed by the same client, interleaved: the overhead's floor on this machine")
+                   help="add rows for a bare ASGI app on the same HTTP stack (no service; non-streamed only), timed "
+                        "by the same client, interleaved: answering at once, and holding each answer for the "
+                        "services' engine time on its event loop and on a worker thread: the overhead's floors")
     p.add_argument("--ready-timeout", type=float, default=1800, help="seconds a service may take to be ready "
                                                                      "(a big model's first export happens here)")
     args = p.parse_args()

@@ -5,30 +5,74 @@ service (services/inference/__main__.py http_stack), answering every POST with a
 (benchmarks/serving.py ``--floor``), its client latency is the part of the overhead no service can remove:
 the client, the kernel's loopback, uvicorn's parsing and writing.
 
+Answering at once flatters that floor: between a service's request and its answer the engine works for
+tens of milliseconds, long enough for the idle event loop, and the client blocked on its answer, to wake
+up cold (on a small VM, an idle vCPU's wake-up and cold caches cost several times the hot path). So the
+floor can also **hold** each answer: ``POST /hold {"seconds": s, "on": "loop" | "thread"}`` makes every
+later answer wait ``s`` — on the event loop (``asyncio.sleep``: the least any server can do while its
+engine works) or on a worker thread (one hop there and back: the shape of any service that keeps its
+event loop free for scrapes while it generates) — and report the wait as its ``latency_s``, so the
+overhead is again only what waiting costs beyond the wait.
+
     python benchmarks/serving_floor.py --port 8123      (benchmarks/serving.py starts it itself)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import queue
 import sys
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def answer(tokens: int = 16) -> bytes:
+HOLD_ON = ("loop", "thread")
+
+
+def answer(tokens: int = 16, latency_s: float = 0.0) -> bytes:
     """A body of the size and shape a 16-token /v1/generate answer has (text, ids, counts, timings)."""
     return json.dumps({
         "model": "tiny", "config": "floor", "text": "    return sorted(set(numbers))[:k]  # x" * 1,
         "token_ids": list(range(1000, 1000 + tokens)), "prompt_tokens": 12, "completion_tokens": tokens,
-        "finish_reason": "length", "latency_s": 0.0, "first_token_at": None, "seed": None,
+        "finish_reason": "length", "latency_s": latency_s, "first_token_at": None, "seed": None,
     }).encode()
 
 
-def make_app(body: bytes):
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+_waits: queue.SimpleQueue = queue.SimpleQueue()
+
+
+def _waiter() -> None:
+    """The floor's one worker thread, as a service has one serving thread: waits, then hands back."""
+    while True:
+        seconds, loop, done = _waits.get()
+        started = time.time()
+        time.sleep(seconds)
+        loop.call_soon_threadsafe(done.set_result, time.time() - started)
+
+
+async def hold_for(seconds: float, on: str) -> float:
+    """Wait ``seconds`` on the event loop or on the worker thread; the wait as measured (seconds)."""
+    if on == "loop":
+        started = time.time()
+        await asyncio.sleep(seconds)
+        return time.time() - started
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    _waits.put((seconds, loop, done))
+    return await done
+
+
+def make_app(tokens: int = 16):
+    body = answer(tokens)
+    hold = {"seconds": 0.0, "on": "loop"}
+
+    def headers(content: bytes) -> list:
+        return [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -39,13 +83,26 @@ def make_app(body: bytes):
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        more = True
+        chunks, more = [], True
         while more:  # read the request's body, as any endpoint must
             message = await receive()
+            chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        status = 200 if scope["path"] in ("/v1/generate", "/ready") else 404
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        content, status = body, 200 if scope["path"] in ("/v1/generate", "/ready") else 404
+        if scope["path"] == "/hold":
+            try:
+                asked = json.loads(b"".join(chunks))
+                seconds, on = float(asked["seconds"]), asked.get("on", "loop")
+                if not 0 <= seconds <= 60 or on not in HOLD_ON:
+                    raise ValueError(f"seconds in [0, 60] and on in {HOLD_ON}")
+                hold.update(seconds=seconds, on=on)
+                content, status = json.dumps(hold).encode(), 200
+            except (ValueError, KeyError, TypeError) as exc:
+                content, status = json.dumps({"detail": f"bad hold: {exc}"}).encode(), 422
+        elif status == 200 and scope["path"] == "/v1/generate" and hold["seconds"] > 0:
+            content = answer(tokens, await hold_for(hold["seconds"], hold["on"]))
+        await send({"type": "http.response.start", "status": status, "headers": headers(content)})
+        await send({"type": "http.response.body", "body": content})
 
     return app
 
@@ -60,7 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=16)
     args = p.parse_args(argv)
     stack = http_stack()
-    uvicorn.run(make_app(answer(args.tokens)), host="127.0.0.1", port=args.port, log_level="warning",
+    threading.Thread(target=_waiter, name="floor-worker", daemon=True).start()
+    uvicorn.run(make_app(args.tokens), host="127.0.0.1", port=args.port, log_level="warning",
                 access_log=False, http=stack["http"], loop=stack["loop"])
     return 0
 

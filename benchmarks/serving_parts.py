@@ -232,14 +232,31 @@ class ServiceProcess:
 
 
 class FloorProcess(ServiceProcess):
-    """benchmarks/serving_floor.py: no service, the same HTTP stack, a fixed answer with latency_s 0."""
+    """benchmarks/serving_floor.py: no service, the same HTTP stack, a fixed answer; with ``hold_on``
+    ("loop" | "thread") each answer waits as long as ``hold`` says (an engine's time) and reports the wait
+    as its latency_s, else it answers at once with latency_s 0."""
 
-    def __init__(self, tokens: int, log: Path | None = None):
-        self.config, self.root, self.port = "http floor", ROOT, free_port()
+    def __init__(self, tokens: int, log: Path | None = None, hold_on: str | None = None):
+        self.hold_on = hold_on
+        self.config = "http floor" if hold_on is None else f"http floor, held on a {hold_on}"
+        self.root, self.port = ROOT, free_port()
         self.log = open(log, "w") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "serving_floor.py"), "--port",
                                       str(self.port), "--tokens", str(tokens)], cwd=ROOT, stdout=self.log,
                                      stderr=subprocess.STDOUT)
+
+    def hold(self, seconds: float) -> None:
+        """Make every later answer wait ``seconds`` (on this floor's ``hold_on``)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("POST", "/hold", json.dumps({"seconds": seconds, "on": self.hold_on}),
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise RuntimeError(f"the floor refused its hold: {resp.read()[:200]!r}")
+            resp.read()
+        finally:
+            conn.close()
 
 
 class InProcessWorker:

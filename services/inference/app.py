@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.inference.calls import GENERATION_ENDPOINTS, GenerationCalls, error_responses, json_response
+from services.inference.calls import GENERATION_ENDPOINTS, GenerationCalls, error_responses
 from services.inference.fast_path import FastPath, direct_routes
 from services.inference.guard import RequestGuard
 from services.inference.metrics import ServiceMetrics
@@ -117,16 +117,15 @@ def create_app(service: InferenceService, on_load_failure: Callable[[], None] | 
 
     @app.post("/v1/generate", response_model=GenerateResponse, responses=error_responses(413, 415, 500, 503))
     async def generate(req: GenerateRequest) -> Response:
-        gen = await calls.generate("/v1/generate", req.prompt, max_new_tokens=req.max_new_tokens,
-                                   max_length=req.max_length, ignore_eos=req.ignore_eos, stop=stop_list(req.stop))
-        return json_response(GenerateResponse(
-            text=gen.text, token_ids=gen.token_ids, prompt_tokens=gen.prompt_tokens,
-            completion_tokens=gen.completion_tokens, started_at=gen.started_at,
-            finished_at=gen.finished_at, latency_s=gen.latency_s, first_token_at=gen.first_token_at,
-            decode_s=gen.decode_s, finish_reason=gen.finish_reason,
-            config=service.config.name,
-            model=service.model.name,
-        ))
+        return await calls.answer(
+            "/v1/generate", req.prompt, lambda gen: GenerateResponse(
+                text=gen.text, token_ids=gen.token_ids, prompt_tokens=gen.prompt_tokens,
+                completion_tokens=gen.completion_tokens, started_at=gen.started_at,
+                finished_at=gen.finished_at, latency_s=gen.latency_s, first_token_at=gen.first_token_at,
+                decode_s=gen.decode_s, finish_reason=gen.finish_reason, config=service.config.name,
+                model=service.model.name),
+            max_new_tokens=req.max_new_tokens, max_length=req.max_length, ignore_eos=req.ignore_eos,
+            stop=stop_list(req.stop))
 
     add_openai_routes(app, calls, started)
     plain_openapi = app.openapi

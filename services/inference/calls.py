@@ -4,7 +4,7 @@ the native routes (app.py) and the OpenAI-compatible ones (openai_routes.py)."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from fastapi import HTTPException, Response
@@ -103,30 +103,32 @@ class GenerationCalls:
         else:
             self.served(endpoint, gen)
 
-    async def generate(self, endpoint: str, prompt: str, rename: dict[str, str] | None = None,
-                       **limits) -> Generation:
-        """Generate to the end. Validation and tokenization run here, on the event loop (well under a
-        millisecond; a refusal never reaches the serving thread); the job is awaited on the serving thread
-        with one hop there and one back: no thread-pool worker waits on it in between (each hop is a
-        thread wake-up that a loaded host can delay by a scheduler slice)."""
+    async def answer(self, endpoint: str, prompt: str, render: Callable[[Generation], BaseModel],
+                     rename: dict[str, str] | None = None, **limits) -> Response:
+        """Generate to the end and answer with ``render(generation)`` as JSON. Validation and tokenization
+        run here, on the event loop (well under a millisecond; a refusal never reaches the serving thread).
+        The job, then the answer's JSON and its count, run on the serving thread, handed over with one hop
+        there and one back (services/inference/serving_thread.py); the event loop is woken as the last token
+        is heard, so while its thread wakes up the serving thread writes the answer, and the loop only sends
+        it (docs/latency.md: on a small VM each wake-up and each cold piece of Python is a tenth of a ms).
+        The answer is serialized once, by pydantic: returning a Response skips FastAPI's second validation of
+        the route's response model and its jsonable_encoder walk; the OpenAPI schema still comes from the
+        route's ``response_model``."""
         self.require_ready(endpoint)
         self.metrics.in_flight.inc()
         try:
             job = self.service.prepare(prompt, **limits)
-            gen = await asyncio.wrap_future(job.submit())
+
+            def render_and_count(gen: Generation) -> bytes:
+                body = render(gen).model_dump_json().encode()
+                self.served(endpoint, gen)
+                return body
+
+            body = await job.run_on_loop(render_and_count)
         except InvalidRequest as exc:
             raise self.invalid(endpoint, exc, rename) from None
         except Exception as exc:
             raise self.failed(endpoint, exc) from None
         finally:
             self.metrics.in_flight.dec()
-        self.served(endpoint, gen)
-        return gen
-
-
-def json_response(body: BaseModel) -> Response:
-    """The answer's model as JSON, serialized once by pydantic. An endpoint that returns a Response skips
-    FastAPI's second validation of its own response model (run in a thread-pool worker for a plain
-    ``def`` endpoint: another thread hop) and its jsonable_encoder walk; the OpenAPI schema still comes
-    from the route's ``response_model``, and the bytes are the same JSON."""
-    return Response(body.model_dump_json(), media_type="application/json")
+        return Response(body, media_type="application/json")

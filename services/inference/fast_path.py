@@ -74,7 +74,7 @@ class FastPath:
             response = await self._http_error()(Request(scope, receive), exc)
         if not isinstance(response, Response):  # FastAPI would serialize it; here nobody would
             raise TypeError(f"{endpoint.__qualname__} returned {type(response).__name__}: an endpoint on the fast "
-                            "path returns a Response (services/inference/calls.py json_response)")
+                            "path returns a Response (services/inference/calls.py answer)")
         await response(scope, receive, send)
 
 

@@ -13,7 +13,7 @@ from contextlib import aclosing
 from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import BaseModel
 
-from services.inference.calls import GenerationCalls, error_responses, json_response
+from services.inference.calls import GenerationCalls, error_responses
 from services.inference.generation import Generation
 from services.inference.schemas import (
     ChatChoice,
@@ -127,10 +127,9 @@ def add_openai_routes(router: FastAPI | APIRouter, calls: GenerationCalls, start
         if req.stream:
             stream = calls.stream(endpoint, req.prompt, **limits)
             return EventStreamResponse(completion_events(stream, head, req.stream_options), stream)
-        gen = await calls.generate(endpoint, req.prompt, **limits)
-        return json_response(CompletionResponse(
+        return await calls.answer(endpoint, req.prompt, lambda gen: CompletionResponse(
             **head, usage=usage(gen),
-            choices=[CompletionChoice(text=gen.text, finish_reason=gen.openai_finish_reason)]))
+            choices=[CompletionChoice(text=gen.text, finish_reason=gen.openai_finish_reason)]), **limits)
 
     @router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
                  responses={200: {"content": event_stream(ChatCompletionChunk)},
@@ -152,10 +151,10 @@ def add_openai_routes(router: FastAPI | APIRouter, calls: GenerationCalls, start
         if req.stream:
             stream = calls.stream(endpoint, prompt, **limits)
             return EventStreamResponse(chat_events(stream, head, req.stream_options), stream)
-        gen = await calls.generate(endpoint, prompt, **limits)
-        return json_response(ChatCompletionResponse(
+        return await calls.answer(endpoint, prompt, lambda gen: ChatCompletionResponse(
             **head, usage=usage(gen),
-            choices=[ChatChoice(message=ChatReply(content=gen.text), finish_reason=gen.openai_finish_reason)]))
+            choices=[ChatChoice(message=ChatReply(content=gen.text), finish_reason=gen.openai_finish_reason)]),
+            **limits)
 
     @router.get("/v1/models", response_model=ModelList)
     def models() -> ModelList:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from services.inference.configs import ServingConfig
@@ -18,6 +17,7 @@ from services.inference.tokens import prompt_encoder, text_decoder
 from services.inference.engines import Engine, EngineSettings, engine_class
 from services.inference.generation import Generation, GenerationJob, InvalidRequest
 from services.inference.schemas import DEFAULT_MAX_LENGTH
+from services.inference.serving_thread import ServingThread
 from services.inference.watcher import GenerationWatcher, TextListener
 from services.models.resolve import ModelSpec, context_length, materialize
 
@@ -88,7 +88,7 @@ class InferenceService:
         self.warmup_record: dict | None = None
         # every generation — warm-up and requests — runs on this one thread: per-thread state (cuBLAS
         # handles, ORT's per-thread contexts, TorchScript's profiled graphs) is made once, before /ready
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wattserve-generate")
+        self.executor = ServingThread("wattserve-generate")
         self.state = "starting"  # starting → loading → ready | failed
         self.error: str | None = None
         self.load_seconds: float | None = None

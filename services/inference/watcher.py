@@ -67,6 +67,8 @@ class GenerationWatcher:
         self.text = ""  # the text so far, cut before a stop string
         self.sent = 0  # characters of text given to on_text
         self.longest_stop = max(map(len, self.stops), default=0)
+        #: called once, on the serving thread, as the last token is heard (before the engine has returned)
+        self.on_last_token: Callable[[], None] | None = None
 
     # -- the streamer protocol ---------------------------------------------------------------------
     def put(self, value) -> None:
@@ -111,6 +113,8 @@ class GenerationWatcher:
 
     def _finish(self, reason: str) -> None:
         self.finish = reason
+        if self.on_last_token is not None:
+            self.on_last_token()
         if self.detok is not None and not self.stopped:
             self._add(self.detok.flush(), final=True)
         if self.on_text is not None:

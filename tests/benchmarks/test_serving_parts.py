@@ -32,6 +32,30 @@ def test_both_clients_time_the_floor_on_one_connection(floor, kind):
     assert all(t.overhead_s == t.client_s > 0 for t in timings)  # no engine: the whole latency is overhead
 
 
+@pytest.mark.parametrize("hold_on", ["loop", "thread"])
+def test_a_held_floor_waits_as_told_and_counts_the_wait_as_engine_time(hold_on):
+    floor = FloorProcess(tokens=16, hold_on=hold_on)
+    client = None
+    try:
+        floor.wait_ready(60)
+        client = RawClient(floor.port)
+        client.reconnect()
+        assert client.generate("def f(x):", 16).engine_s == 0.0  # nothing held until told
+        floor.hold(0.03)
+        timings = [client.generate("def f(x):", 16) for _ in range(5)]
+        with pytest.raises(RuntimeError, match="refused its hold"):
+            FloorProcess.hold(floor, 99)  # beyond what a floor holds: refused, the hold unchanged
+        assert client.generate("def f(x):", 16).engine_s >= 0.028
+    finally:
+        if client:
+            client.close()
+        floor.stop()
+    assert floor.config == f"http floor, held on a {hold_on}"
+    for t in timings:  # uvloop's timers have a millisecond's resolution: a sleep may end up to 1 ms early
+        assert 0.028 <= t.engine_s < t.client_s  # the measured wait, inside what the client saw
+        assert 0 < t.overhead_s < 0.03
+
+
 def test_the_raw_client_reads_answers_split_across_reads_and_says_when_cut():
     """An answer arriving in pieces (head and body apart, the body in two) is read whole; a connection
     closed mid-answer is a ConnectionError, never a short body taken for the answer."""

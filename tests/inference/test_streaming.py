@@ -209,13 +209,17 @@ def test_the_watcher_tags_the_last_token_as_it_arrives(tiny, stops, limit, eos_a
     decode = text_decoder(tokenizer)
     watcher = GenerationWatcher(decode, stops, on_text=lambda piece, f: heard.append((piece, f)), limit=limit,
                                 eos_ids={eos})
+    woken: list[int] = []  # the event loop's early wake-up (generation.py run_on_loop): once, at the last token
+    watcher.on_last_token = lambda: woken.append(watcher.tokens)
     watcher.put([1, 2, 3])  # the prompt
     for n, token in enumerate(ids, 1):
         watcher.put([token])
         assert (watcher.finish is not None) == (heard[-1][1] is not None if heard else False)
+        assert woken == ([n] if watcher.finish is not None else [])
         if watcher.finish is not None:
             break
     watcher.end()
+    assert woken == [n]
     assert [f for _, f in heard] == [None] * (len(heard) - 1) + [finish], heard
     streamed = "".join(piece for piece, _ in heard)
     whole = tokenizer.decode(ids[:n], skip_special_tokens=True)
