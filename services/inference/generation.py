@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from services.inference.watcher import GenerationWatcher

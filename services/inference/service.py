@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from services.inference.configs import ServingConfig
-from services.inference.tokens import prompt_encoder, text_decoder
 from services.inference.engines import Engine, EngineSettings, engine_class
 from services.inference.generation import Generation, GenerationJob, InvalidRequest
 from services.inference.schemas import DEFAULT_MAX_LENGTH
 from services.inference.serving_thread import ServingThread
+from services.inference.tokens import prompt_encoder, text_decoder
 from services.inference.watcher import GenerationWatcher, TextListener
 from services.models.resolve import ModelSpec, context_length, materialize
 
