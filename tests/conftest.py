@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,12 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A suite started in the background (``make test &``, nohup, a job runner) inherits SIGINT ignored, and so
+# would every bench it starts: Python keeps an ignored SIGINT ignored, and the Ctrl-C tests' SIGINT would
+# do nothing. Handled here, it is the default again in every child, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def free_port() -> int:
