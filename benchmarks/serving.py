@@ -34,8 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.quantities import quantile  # noqa: E402
-from benchmarks.serving_parts import (CLIENTS, ROOT, Client, FloorProcess, InProcessWorker, ServiceProcess,  # noqa: E402
-                                     Timing, peak_rss)
+from benchmarks.serving_clients import CLIENTS, Client, Timing  # noqa: E402
+from benchmarks.serving_parts import ROOT, FloorProcess, InProcessWorker, ServiceProcess, peak_rss  # noqa: E402
 
 DEFAULT_REQUESTS = {"tiny": 20, "default": 8}  # per configuration per round: enough to settle, short for 2 cores
 

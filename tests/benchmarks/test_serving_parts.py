@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from benchmarks.serving_parts import CLIENTS, FloorProcess, RawClient
+from benchmarks.serving_clients import CLIENTS, RawClient
+from benchmarks.serving_parts import FloorProcess
 
 
 @pytest.fixture(scope="module")
