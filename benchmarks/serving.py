@@ -164,6 +164,20 @@ def print_table(rows: list[tuple], args, load: tuple[float, float]) -> None:
              "(the least any server does while its engine works) or on one worker thread (a service that keeps its "
              "event loop free while it generates), its wait counted as engine time: what waiting itself costs a "
              "request on this machine." if args.floor else ""))
+    for line in own_parts(rows):
+        print(line)
+
+
+def own_parts(rows: list[tuple]) -> list[str]:
+    """Each service's own part of the overhead: its median above the floor held on a thread (the same
+    model's), the least a service with a serving thread pays on this machine for waiting on its engine."""
+    floors = {r[0]: r[10] for r in rows if r[1] == "http floor, held on a thread" and r[10] is not None}
+    out = []
+    for r in rows:
+        if r[2] != "floor" and r[10] is not None and r[0] in floors:
+            out.append(f"{r[0]} {r[1]} ({r[2]}): its own part of the overhead, above the floor held on a thread: "
+                       f"{ms(r[10] - floors[r[0]])} ms")
+    return out
 
 
 def main() -> int:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from benchmarks.serving_clients import CLIENTS, RawClient
-from benchmarks.serving_parts import FloorProcess
+from benchmarks.serving_parts import ROOT, FloorProcess
+from tests.conftest import server_env
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,32 @@ def test_the_raw_client_reads_answers_split_across_reads_and_says_when_cut():
         client.sock.close()
         server.close()
         t.join(5)
+
+
+def test_the_services_own_part_is_its_overhead_above_the_same_models_thread_held_floor():
+    from benchmarks.serving import own_parts
+
+    def row(model, config, checkout, overhead):
+        return (model, config, checkout) + (None,) * 7 + (overhead,) + (None,) * 7
+
+    rows = [row("tiny", "torch-cpu", "this", 0.00153), row("tiny", "torch-cpu", "baseline", 0.00176),
+            row("tiny", "http floor", "floor", 0.00025), row("tiny", "http floor, held on a thread", "floor", 0.00092),
+            row("shape", "onnx-cpu", "this", 0.004)]  # no floor for this model: no line
+    assert own_parts(rows) == [
+        "tiny torch-cpu (this): its own part of the overhead, above the floor held on a thread: 0.61 ms",
+        "tiny torch-cpu (baseline): its own part of the overhead, above the floor held on a thread: 0.84 ms"]
+
+
+def test_the_serving_benchmark_runs_a_service_beside_its_floors_and_prints_every_row(tiny):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving.py"), "--models", "tiny", "--configs",
+                          "torch-cpu", "--threads", "1", "--rounds", "1", "--requests", "3", "--tokens", "4",
+                          "--floor", "--client", "raw", "--no-in-process"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=server_env())
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.split(" | ") for line in out.stdout.splitlines() if line.startswith("| tiny |")]
+    assert [r[1] for r in rows] == ["torch-cpu", "http floor", "http floor, held on a loop",
+                                    "http floor, held on a thread"]
+    assert all(r[-1].rstrip(" |") == "3" for r in rows)  # every request of the round timed, for each
+    held = [float(r[7]) for r in rows[2:]]  # engine p50: the held floors waited about the service's engine time
+    assert all(h > 0 for h in held) and "the held floors wait" in out.stderr
+    assert "torch-cpu (this): its own part of the overhead, above the floor held on a thread" in out.stdout
