@@ -40,7 +40,10 @@ class ServingThread(Executor):
                 result, error = fn(), None
             except BaseException as exc:  # handed to whoever waits, as a Future would
                 result, error = None, exc
-            deliver(result, error)
+            try:
+                deliver(result, error)
+            except Exception:  # a hand-over that fails must not end the thread every later job waits on
+                log.exception("handing over a serving-thread result failed")
             del item, fn, deliver, result, error  # nothing of this job is kept alive until the next one
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
