@@ -96,3 +96,15 @@ def test_shutdown_runs_what_is_queued_then_refuses_new_jobs():
     with pytest.raises(RuntimeError, match="shut down"):
         st.submit(lambda: None)
     st.shutdown()  # twice is fine
+
+
+def test_a_hand_over_that_raises_is_logged_and_the_thread_serves_on(caplog):
+    st = ServingThread()
+
+    def broken_hand_over(result, error):
+        raise ValueError("broken")
+
+    st._put(lambda: 1, broken_hand_over)  # as a hand-over whose waiter is in a broken state would
+    assert st.submit(lambda: "next").result(timeout=10) == "next"
+    assert "handing over a serving-thread result failed" in caplog.text
+    st.shutdown()
