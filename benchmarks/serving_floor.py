@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import queue
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.inference.serving_thread import ServingThread  # noqa: E402
 
 
 HOLD_ON = ("loop", "thread")
@@ -43,16 +43,15 @@ def answer(tokens: int = 16, latency_s: float = 0.0) -> bytes:
     }).encode()
 
 
-_waits: queue.SimpleQueue = queue.SimpleQueue()
+#: the floor's one worker thread: the service's own serving thread and hand-over (a SimpleQueue there, one
+#: call_soon_threadsafe back), so the floor held on a thread pays exactly the hops a service pays
+_worker = ServingThread("floor-worker")
 
 
-def _waiter() -> None:
-    """The floor's one worker thread, as a service has one serving thread: waits, then hands back."""
-    while True:
-        seconds, loop, done = _waits.get()
-        started = time.time()
-        time.sleep(seconds)
-        loop.call_soon_threadsafe(done.set_result, time.time() - started)
+def _wait(seconds: float) -> float:
+    started = time.time()
+    time.sleep(seconds)
+    return time.time() - started
 
 
 async def hold_for(seconds: float, on: str) -> float:
@@ -61,10 +60,7 @@ async def hold_for(seconds: float, on: str) -> float:
         started = time.time()
         await asyncio.sleep(seconds)
         return time.time() - started
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    _waits.put((seconds, loop, done))
-    return await done
+    return await _worker.run_on_loop(lambda: _wait(seconds))
 
 
 def make_app(tokens: int = 16):
@@ -117,7 +113,6 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=16)
     args = p.parse_args(argv)
     stack = http_stack()
-    threading.Thread(target=_waiter, name="floor-worker", daemon=True).start()
     uvicorn.run(make_app(args.tokens), host="127.0.0.1", port=args.port, log_level="warning",
                 access_log=False, http=stack["http"], loop=stack["loop"])
     return 0
