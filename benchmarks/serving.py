@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.quantities import quantile  # noqa: E402
 from benchmarks.serving_clients import CLIENTS, Client, Timing  # noqa: E402
-from benchmarks.serving_parts import ROOT, FloorProcess, InProcessWorker, ServiceProcess, peak_rss  # noqa: E402
+from benchmarks.serving_parts import (ROOT, FloorProcess, InProcessWorker, ServiceProcess, floor_name,  # noqa: E402
+                                     peak_rss)
 
 DEFAULT_REQUESTS = {"tiny": 20, "default": 8}  # per configuration per round: enough to settle, short for 2 cores
 
@@ -53,6 +54,10 @@ class Target:
     ready_s: float = 0.0
     http: list[list[Timing]] = field(default_factory=list)      # per round
     in_process: list[list[float]] = field(default_factory=list)  # per round
+
+    @property
+    def is_floor(self) -> bool:
+        return isinstance(self.service, FloorProcess)
 
 
 def workload(n: int) -> list[str]:
@@ -88,7 +93,7 @@ def start_targets(model: str, configs: list[str], args) -> list[Target]:
         print(f"… {model} {t.config} ({t.label}): waiting for /ready", file=sys.stderr, flush=True)
         t.ready_s = t.service.wait_ready(args.ready_timeout)
         t.client = CLIENTS[args.client](t.service.port)
-        if t.label == "this" and not args.no_in_process and not isinstance(t.service, FloorProcess):
+        if t.label == "this" and not args.no_in_process and not t.is_floor:
             t.worker = InProcessWorker(t.config, model, args.threads)
     return targets
 
@@ -97,11 +102,11 @@ def measure(targets: list[Target], prompts: list[str], args) -> None:
     engine = []
     for t in targets:  # untimed requests first: first-request costs paid
         t.client.reconnect()
-        for p in prompts[:1 if isinstance(t.service, FloorProcess) else 3]:
+        for p in prompts[:1 if t.is_floor else 3]:
             timing = (t.client.stream if args.stream else t.client.generate)(p, args.tokens)
-            if not isinstance(t.service, FloorProcess) and timing.engine_s:
+            if not t.is_floor and timing.engine_s:
                 engine.append(timing.engine_s)
-    held = [t.service for t in targets if isinstance(t.service, FloorProcess) and t.service.hold_on]
+    held = [t.service for t in targets if t.is_floor and t.service.hold_on]
     if held and engine:  # the held floors wait as long as the services' engines take
         hold = statistics.median(engine)
         print(f"… the held floors wait {hold * 1e3:.1f} ms per answer (the services' engine median)",
@@ -136,7 +141,7 @@ def rows_for(targets: list[Target]) -> list[tuple]:
                      quantile([x.client_s for x in timings], 0.5), quantile([x.client_s for x in timings], 0.9),
                      quantile(over, 0.5), quantile(over, 0.25), quantile(over, 0.75), spread(per_round),
                      quantile([x.ttft_s for x in timings if x.ttft_s is not None], 0.5),
-                     tokens / sum(engine) if engine and sum(engine) > 0 and not isinstance(t.service, FloorProcess)
+                     tokens / sum(engine) if engine and sum(engine) > 0 and not t.is_floor
                      else None, rss / 2**20, len(over)))
     return rows
 
@@ -171,7 +176,7 @@ def print_table(rows: list[tuple], args, load: tuple[float, float]) -> None:
 def own_parts(rows: list[tuple]) -> list[str]:
     """Each service's own part of the overhead: its median above the floor held on a thread (the same
     model's), the least a service with a serving thread pays on this machine for waiting on its engine."""
-    floors = {r[0]: r[10] for r in rows if r[1] == "http floor, held on a thread" and r[10] is not None}
+    floors = {r[0]: r[10] for r in rows if r[1] == floor_name("thread") and r[10] is not None}
     out = []
     for r in rows:
         if r[2] != "floor" and r[10] is not None and r[0] in floors:

@@ -81,6 +81,11 @@ class ServiceProcess:
             self.proc.wait()
 
 
+def floor_name(hold_on: str | None) -> str:
+    """A floor's row name: "http floor", or "http floor, held on a loop" / "... on a thread"."""
+    return "http floor" if hold_on is None else f"http floor, held on a {hold_on}"
+
+
 class FloorProcess(ServiceProcess):
     """benchmarks/serving_floor.py: no service, the same HTTP stack, a fixed answer; with ``hold_on``
     ("loop" | "thread") each answer waits as long as ``hold`` says (an engine's time) and reports the wait
@@ -88,7 +93,7 @@ class FloorProcess(ServiceProcess):
 
     def __init__(self, tokens: int, log: Path | None = None, hold_on: str | None = None):
         self.hold_on = hold_on
-        self.config = "http floor" if hold_on is None else f"http floor, held on a {hold_on}"
+        self.config = floor_name(hold_on)
         self.root, self.port = ROOT, free_port()
         self.log = open(log, "w") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "serving_floor.py"), "--port",
